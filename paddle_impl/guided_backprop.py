@@ -1,0 +1,63 @@
+"""Guided backpropagation (Springenberg et al., 2015, https://arxiv.org/abs/1412.6806).
+
+Every ReLU passes a gradient back only where both its input and the incoming
+gradient are positive.  The result is d y^c / d input, as an (H, W, C) array.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import paddle
+from paddle.autograd import PyLayer
+
+from paddle_impl.utils.find_layers import replace_all_layer_type_recursive
+
+__all__ = ["GuidedBackpropReLU", "GuidedBackpropReLUasModule", "GuidedBackpropReLUModel"]
+
+
+class GuidedBackpropReLU(PyLayer):
+    @staticmethod
+    def forward(ctx, input_img: paddle.Tensor) -> paddle.Tensor:
+        positive_mask = (input_img > 0).astype(input_img.dtype)
+        output = input_img * positive_mask
+        ctx.save_for_backward(input_img)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output: paddle.Tensor) -> paddle.Tensor:
+        (input_img,) = ctx.saved_tensor()
+        positive_input = (input_img > 0).astype(grad_output.dtype)
+        positive_grad = (grad_output > 0).astype(grad_output.dtype)
+        return grad_output * positive_input * positive_grad
+
+
+class GuidedBackpropReLUasModule(paddle.nn.Layer):
+    def forward(self, input_img: paddle.Tensor) -> paddle.Tensor:
+        return GuidedBackpropReLU.apply(input_img)
+
+
+class GuidedBackpropReLUModel:
+    def __init__(self, model: paddle.nn.Layer, device: Optional[str] = None) -> None:
+        self.model = model
+        self.model.eval()
+        if device is not None:
+            paddle.set_device(device)
+
+    def forward(self, input_img: paddle.Tensor) -> paddle.Tensor:
+        return self.model(input_img)
+
+    def __call__(self, input_img: paddle.Tensor, target_category: Optional[int] = None) -> np.ndarray:
+        replace_all_layer_type_recursive(self.model, paddle.nn.ReLU, GuidedBackpropReLUasModule)
+        try:
+            input_img = input_img.detach()
+            input_img.stop_gradient = False
+            output = self.forward(input_img)
+            if target_category is None:
+                target_category = int(np.argmax(output.numpy()))
+            loss = output[0, target_category]
+            loss.backward()
+            gradient = input_img.grad.numpy()[0, :, :, :]
+        finally:
+            replace_all_layer_type_recursive(self.model, GuidedBackpropReLUasModule, paddle.nn.ReLU)
+        return gradient.transpose((1, 2, 0))
