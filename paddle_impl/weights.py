@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
@@ -69,7 +70,11 @@ def load_torch_state_dict(path: Path) -> Dict[str, np.ndarray]:
     if path.suffix == ".pdparams":
         raise UserError(f"weights file {path} is a Paddle .pdparams; pass the torchvision .pth it was converted from")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (on stderr) about pickle protocols it did not write; the
+            # load either succeeds or is refused below with one line.
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()
         detail = next((line for line in first_line if "GLOBAL" in line or "Unsupported" in line), "")
@@ -82,6 +87,11 @@ def load_torch_state_dict(path: Path) -> Dict[str, np.ndarray]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"weights file {path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+    except Exception as error:  # the weights-only unpickler fails on garbage with KeyError, IndexError, ...
+        raise UserError(
+            f"weights file {path} is not a PyTorch checkpoint "
+            f"({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]})"
+        ) from None
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -181,11 +191,11 @@ def _write_with_sha(path: Path, save) -> Path:
 
 def ensure_default_weights(directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
     """The seeded torchvision ResNet50 init, written once (deterministic) with its sha256."""
-    import torch
-    import torchvision
-
     path = Path(directory) / f"resnet50_seed{DEFAULT_SEED}.pth"
     if not path.exists():
+        import torch
+        import torchvision
+
         torch.manual_seed(DEFAULT_SEED)
         state = torchvision.models.resnet50().state_dict()
         _write_with_sha(path, lambda tmp: torch.save(state, tmp))
@@ -193,11 +203,11 @@ def ensure_default_weights(directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
 
 
 def _download_imagenet(directory: Path) -> Path:
-    import torch
-    import torchvision
-
     path = Path(directory) / "resnet50_imagenet1k_v1.pth"
     if not path.exists():
+        import torch
+        import torchvision
+
         try:
             state = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
         except Exception as error:  # network errors come in many types

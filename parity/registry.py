@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-__all__ = ["MethodSpec", "SmoothMode", "METHODS", "SMOOTH_MODES", "Case", "all_cases", "method", "smooth_mode"]
+__all__ = ["Profile", "PROFILES", "STAGES", "MethodSpec", "SmoothMode", "METHODS", "SMOOTH_MODES", "Case", "all_cases", "method", "smooth_mode"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,47 @@ def smooth_name(aug_smooth: bool, eigen_smooth: bool) -> str:
         if (mode.aug_smooth, mode.eigen_smooth) == (aug_smooth, eigen_smooth):
             return mode.name
     raise KeyError((aug_smooth, eigen_smooth))
+
+
+# -- profiles -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is: the input size and target layer, per kind of method.
+
+    ``image_size`` None keeps the image's own size.  The quick profile shrinks
+    only the methods that rerun the network once per channel: at 64x64 and
+    ``layer2`` (512 channels) ScoreCAM and AblationCAM finish in seconds, yet
+    still run every line of their code (and AblationCAM's shortcut has to
+    replay layer3 and layer4, not just the classifier head).
+    """
+
+    name: str
+    light_image_size: int | None
+    light_target_layer: str
+    heavy_image_size: int | None
+    heavy_target_layer: str
+
+    def image_size(self, spec: MethodSpec) -> int | None:
+        return self.heavy_image_size if spec.reruns_network_per_channel else self.light_image_size
+
+    def target_layer(self, spec: MethodSpec) -> str:
+        return self.heavy_target_layer if spec.reruns_network_per_channel else self.light_target_layer
+
+
+PROFILES: Dict[str, Profile] = {
+    "quick": Profile("quick", None, "layer4", 64, "layer2"),
+    "full": Profile("full", None, "layer4", None, "layer4"),
+}
+
+# Pipeline order of the recorded stages; the first one over its bound is reported.
+STAGES: Tuple[str, ...] = (
+    "input",
+    "targets",
+    "logits",
+    "activations",
+    "gradients",
+    "weights",
+    "raw_cam",
+    "cam",
+    "overlay",
+)

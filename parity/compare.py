@@ -1,0 +1,179 @@
+"""Compare two runs of one case stage by stage, and say precisely where they part.
+
+Each stage has a bound.  Stages of arbitrary scale (logits, activations,
+gradients, channel weights, the raw CAM) are bounded relative to the torch
+stage's largest magnitude: ``|Δ| <= rtol * max|torch|``.  The final CAM is in
+[0, 1] and is bounded absolutely by the method's documented tolerance; the
+uint8 overlay by a number of grey levels; the input and the chosen target
+categories must be identical.  The first stage, in pipeline order, whose
+bound is exceeded is the *first divergent stage*.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from parity.registry import STAGES, MethodSpec
+
+__all__ = ["StageBound", "StageDiff", "CaseComparison", "stage_bounds", "compare_stage", "compare_case"]
+
+# Scale-relative bounds of the intermediate stages.  float32: the worst of the
+# quick and full runs on this machine is written beside each; the bound leaves
+# a margin of ~10x over it.  float64: both sides agree to ~1e-12 relative.
+_RELATIVE_STAGE_RTOL = {
+    "float32": {"logits": 1e-4, "activations": 1e-4, "gradients": 1e-3, "weights": 1e-3, "raw_cam": 1e-3},
+    "float64": {"logits": 1e-9, "activations": 1e-9, "gradients": 1e-9, "weights": 1e-6, "raw_cam": 1e-6},
+}
+# The overlay is uint8: a CAM difference that crosses a quantisation step moves
+# a pixel by a colormap step (JET's steps are up to ~4 levels per channel) and
+# the blend halves it; float64 runs must be byte-identical.
+_OVERLAY_LEVELS = {"float32": 4, "float64": 0}
+
+
+@dataclass(frozen=True)
+class StageBound:
+    kind: str  # "exact" | "relative" | "absolute"
+    value: float
+
+    def limit(self, reference: np.ndarray) -> float:
+        if self.kind == "exact":
+            return 0.0
+        if self.kind == "absolute":
+            return self.value
+        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+        return self.value * scale
+
+    def describe(self) -> str:
+        if self.kind == "exact":
+            return "exact equality"
+        if self.kind == "absolute":
+            return f"|Δ| <= {self.value:g}"
+        return f"|Δ| <= {self.value:g} * max|torch|"
+
+
+def stage_bounds(spec: MethodSpec, dtype: str) -> Dict[str, StageBound]:
+    bounds = {"input": StageBound("exact", 0.0), "targets": StageBound("exact", 0.0)}
+    for stage, rtol in _RELATIVE_STAGE_RTOL[dtype].items():
+        bounds[stage] = StageBound("relative", rtol)
+    cam_atol = spec.cam_atol_float64 if dtype == "float64" else spec.cam_atol_float32
+    bounds["cam"] = StageBound("absolute", cam_atol)
+    bounds["overlay"] = StageBound("absolute", float(_OVERLAY_LEVELS[dtype]))
+    return bounds
+
+
+@dataclass
+class StageDiff:
+    stage: str
+    shape: Tuple[int, ...]
+    max_abs_diff: float
+    mean_abs_diff: float
+    bound: float
+    bound_rule: str
+    elements_over: int
+    elements: int
+    worst_index: Optional[Tuple[int, ...]]
+    paddle_at_worst: Optional[float]
+    torch_at_worst: Optional[float]
+    passed: bool
+    note: str = ""
+
+    def message(self, case_id: str) -> str:
+        if self.note:
+            return f"{case_id}: stage '{self.stage}' mismatched: {self.note}"
+        percent = 100.0 * self.elements_over / max(self.elements, 1)
+        return (
+            f"{case_id}: stage '{self.stage}' mismatched: {self.elements_over} / {self.elements} elements "
+            f"({percent:.2f}%) exceed the bound.\n"
+            f"Greatest absolute difference: {self.max_abs_diff:.3e} at index {self.worst_index} "
+            f"(paddle {self.paddle_at_worst!r}, torch {self.torch_at_worst!r}); "
+            f"allowed {self.bound:.3e} ({self.bound_rule}). Mean absolute difference {self.mean_abs_diff:.3e}."
+        )
+
+    def to_json(self) -> Dict:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        data["worst_index"] = None if self.worst_index is None else list(self.worst_index)
+        return data
+
+
+def compare_stage(stage: str, paddle: np.ndarray, torch: np.ndarray, bound: StageBound) -> StageDiff:
+    if paddle.shape != torch.shape:
+        return StageDiff(
+            stage, tuple(torch.shape), float("inf"), float("inf"), 0.0, bound.describe(), torch.size, torch.size,
+            None, None, None, False, note=f"shapes differ: paddle {paddle.shape}, torch {torch.shape}",
+        )
+    p = paddle.astype(np.float64)
+    t = torch.astype(np.float64)
+    diff = np.abs(p - t)
+    # NaN on one side only is a mismatch; NaN on both sides at the same place is agreement.
+    both_nan = np.isnan(p) & np.isnan(t)
+    diff = np.where(both_nan, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    limit = bound.limit(np.where(np.isfinite(t), t, 0.0))
+    over = diff > limit
+    elements = int(diff.size)
+    if elements == 0:
+        return StageDiff(stage, tuple(torch.shape), 0.0, 0.0, limit, bound.describe(), 0, 0, None, None, None, True)
+    flat_worst = int(np.argmax(diff))
+    worst = tuple(int(i) for i in np.unravel_index(flat_worst, diff.shape))
+    return StageDiff(
+        stage=stage,
+        shape=tuple(int(s) for s in torch.shape),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        bound=float(limit),
+        bound_rule=bound.describe(),
+        elements_over=int(over.sum()),
+        elements=elements,
+        worst_index=worst,
+        paddle_at_worst=float(p[worst]),
+        torch_at_worst=float(t[worst]),
+        passed=not bool(over.any()),
+    )
+
+
+@dataclass
+class CaseComparison:
+    case_id: str
+    stages: List[StageDiff]
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.stages)
+
+    @property
+    def first_divergent(self) -> Optional[StageDiff]:
+        return next((s for s in self.stages if not s.passed), None)
+
+    def stage(self, name: str) -> Optional[StageDiff]:
+        return next((s for s in self.stages if s.stage == name), None)
+
+    def message(self) -> str:
+        first = self.first_divergent
+        if first is None:
+            return f"{self.case_id}: all {len(self.stages)} stages within their bounds"
+        later = [s.stage for s in self.stages if not s.passed and s is not first]
+        tail = f"\nLater stages also over their bounds: {', '.join(later)}." if later else ""
+        return f"First divergent stage: '{first.stage}'.\n" + first.message(self.case_id) + tail
+
+
+def compare_case(
+    case_id: str, spec: MethodSpec, dtype: str, paddle: Dict[str, np.ndarray], torch: Dict[str, np.ndarray]
+) -> CaseComparison:
+    bounds = stage_bounds(spec, dtype)
+    diffs = []
+    for stage in STAGES:
+        if stage not in paddle and stage not in torch:
+            continue
+        if stage not in paddle or stage not in torch:
+            missing = "paddle" if stage not in paddle else "torch"
+            ref = torch.get(stage, paddle.get(stage))
+            diffs.append(
+                StageDiff(stage, tuple(ref.shape), float("inf"), float("inf"), 0.0, bounds[stage].describe(),
+                          ref.size, ref.size, None, None, None, False, note=f"recorded by one side only ({missing} lacks it)")
+            )
+            continue
+        diffs.append(compare_stage(stage, paddle[stage], torch[stage], bounds[stage]))
+    return CaseComparison(case_id, diffs)

@@ -1,0 +1,185 @@
+"""Run one framework's side of a group of parity cases, in a process of its own.
+
+``python -m parity.worker JOB.json`` reads a job (framework, method, whether
+to augment, which eigen modes, image, weights, dtype, device, threads), runs
+the CAM as a user of that library would, and writes under the job's
+``out_dir``: ``<smooth>/<stage>.npy`` for every recorded stage and
+``result.json`` with timings.  One framework per process keeps torch's and
+Paddle's thread pools from fighting and makes the timings fair.
+
+The torch side imports the unmodified ``pytorch_grad_cam``; the only thing
+the harness adds is the stage recorder (see ``parity.stages``), which passes
+arguments and results through untouched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+__all__ = ["WorkerJob", "run_job"]
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class WorkerJob:
+    framework: str  # "torch" | "paddle"
+    method: str
+    aug_smooth: bool
+    eigen_modes: List[bool]
+    image: str
+    image_size: Optional[int]
+    target_layer: str
+    torch_weights: str
+    paddle_weights: str
+    dtype: str
+    device: str
+    threads: int
+    out_dir: str
+    target_category: Optional[int] = None
+    reuse_weights: bool = True
+    batch_size: Optional[int] = None
+    inject_fault: Optional[str] = None  # tests only: "crash" | "hang"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerJob":
+        return cls(**json.loads(text))
+
+
+def load_input_image(path: str, size: Optional[int], dtype: str) -> np.ndarray:
+    """The RGB float image both sides start from (same loader, same resize)."""
+    import cv2
+
+    from paddle_impl.image_io import load_rgb_image
+
+    rgb, _ = load_rgb_image(path)
+    if size is not None and rgb.shape[:2] != (size, size):
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return rgb.astype(dtype)
+
+
+class _TorchSide:
+    def __init__(self, job: WorkerJob) -> None:
+        import torch
+
+        torch.set_num_threads(job.threads)
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        from paddle_impl.weights import load_torch_state_dict, torch_resnet50
+
+        self.torch = torch
+        self.library = pytorch_grad_cam
+        self.preprocess_image = preprocess_image
+        self.show_cam_on_image = show_cam_on_image
+        self.target_class = ClassifierOutputTarget
+        self.device = torch.device("cuda" if job.device == "gpu" else "cpu")
+        self.model = torch_resnet50(load_torch_state_dict(Path(job.torch_weights)), job.dtype).to(self.device)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().copy()
+
+    def input_tensor(self, rgb: np.ndarray):
+        return self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD).to(self.device)
+
+
+class _PaddleSide:
+    def __init__(self, job: WorkerJob) -> None:
+        import paddle
+
+        paddle.set_device("gpu" if job.device == "gpu" else "cpu")
+        paddle.base.core.set_num_threads(job.threads)
+        import paddle_impl
+        from paddle_impl.utils.image import preprocess_image, show_cam_on_image
+        from paddle_impl.utils.model_targets import ClassifierOutputTarget
+        from paddle_impl.weights import load_paddle_state_dict, paddle_resnet50
+
+        self.library = paddle_impl
+        self.preprocess_image = preprocess_image
+        self.show_cam_on_image = show_cam_on_image
+        self.target_class = ClassifierOutputTarget
+        self.model = paddle_resnet50(load_paddle_state_dict(Path(job.paddle_weights)), job.dtype)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().numpy().copy()
+
+    def input_tensor(self, rgb: np.ndarray):
+        return self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def run_job(job: WorkerJob) -> Dict:
+    from paddle_impl.atomic import save_npy, write_text
+    from parity.registry import METHODS, smooth_name
+    from parity.stages import StageRecorder
+
+    if job.inject_fault == "crash":
+        os.abort()
+    if job.inject_fault == "hang":
+        time.sleep(10**6)
+
+    spec = METHODS[job.method]
+    side = _TorchSide(job) if job.framework == "torch" else _PaddleSide(job)
+    cam_class = getattr(side.library, spec.torch_class_name if job.framework == "torch" else spec.paddle_class_name)
+    rgb = load_input_image(job.image, job.image_size, job.dtype)
+    input_tensor = side.input_tensor(rgb)
+    targets = None if job.target_category is None else [side.target_class(job.target_category)]
+
+    recorder = StageRecorder(side.to_numpy, reuse_weights=job.reuse_weights and spec.reruns_network_per_channel)
+    target_layer = getattr(side.model, job.target_layer)
+    cases = {}
+    with cam_class(model=side.model, target_layers=[target_layer]) as cam:
+        if job.batch_size is not None and hasattr(cam, "batch_size"):
+            cam.batch_size = job.batch_size
+        recorder.attach(cam)
+        for eigen_smooth in job.eigen_modes:
+            recorder.start_case()
+            started = time.perf_counter()
+            grayscale = cam(input_tensor=input_tensor, targets=targets, aug_smooth=job.aug_smooth, eigen_smooth=eigen_smooth)
+            seconds = time.perf_counter() - started
+            stages = recorder.stacked()
+            stages["cam"] = np.asarray(grayscale)
+            stages["overlay"] = side.show_cam_on_image(rgb, grayscale[0], use_rgb=True)
+            smooth = smooth_name(job.aug_smooth, eigen_smooth)
+            for name, array in stages.items():
+                save_npy(Path(job.out_dir) / smooth / f"{name}.npy", array)
+            cases[smooth] = {
+                "seconds": seconds,
+                "stages": sorted(stages),
+                "weights_reused": recorder.weights_reused,
+                "target_categories": stages["targets"].tolist(),
+            }
+    result = {"framework": job.framework, "method": job.method, "cases": cases}
+    write_text(Path(job.out_dir) / "result.json", json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m parity.worker JOB.json", file=sys.stderr)
+        return 2
+    job = WorkerJob.from_json(Path(argv[0]).read_text())
+    os.environ.setdefault("PADDLE_GRADCAM_PROGRESS", "0")
+    try:
+        run_job(job)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
