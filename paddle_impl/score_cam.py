@@ -9,7 +9,11 @@ Same numbers as upstream, less work:
   floats, 1.2 GB, for ResNet50's layer4);
 * channels whose normalised masks are bit-identical (all the dead, all-zero
   channels for instance) produce bit-identical masked images, so each distinct
-  mask is scored once and its score shared.
+  mask is scored once and its score shared;
+* in float32 on the CPU the masked images are scored by a Paddle Inference
+  predictor with oneDNN (``paddle_impl.inference_engine``), about 4x faster
+  than dynamic-graph Paddle; ``inference_engine=False`` scores with the model
+  itself.
 Scores are collected as Python floats and turned into float32 before the
 softmax, as upstream does, so the weights are float32 even for a float64 model.
 """
@@ -22,15 +26,27 @@ import paddle
 import paddle.nn.functional as F
 
 from paddle_impl.base_cam import BaseCAM
+from paddle_impl.inference_engine import make_batch_scorer
 from paddle_impl.progress import progress
 
 __all__ = ["ScoreCAM"]
 
 
 class ScoreCAM(BaseCAM):
-    def __init__(self, model, target_layers, reshape_transform=None, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        model,
+        target_layers,
+        reshape_transform=None,
+        batch_size: int = 16,
+        inference_engine: bool = True,
+        engine_threads: Optional[int] = None,
+    ) -> None:
         super().__init__(model, target_layers, reshape_transform=reshape_transform, uses_gradients=False)
         self.batch_size = batch_size
+        self.inference_engine = inference_engine
+        self.engine_threads = engine_threads
+        self._scorers: Dict[tuple, Callable] = {}
         self.progress_callback: Optional[Callable[[int, int], None]] = None
 
     def normalised_masks(self, input_tensor: paddle.Tensor, activations: np.ndarray) -> paddle.Tensor:
@@ -46,13 +62,25 @@ class ScoreCAM(BaseCAM):
     def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads) -> np.ndarray:
         with paddle.no_grad():
             masks = self.normalised_masks(input_tensor, activations)
+            scorer = self._scorer_for(input_tensor)
             scores: List[float] = []
             for batch_index, target in enumerate(targets):
-                scores.extend(self._score_channels(input_tensor[batch_index], masks[batch_index], target))
+                scores.extend(self._score_channels(input_tensor[batch_index], masks[batch_index], target, scorer))
         scores_f32 = paddle.to_tensor(np.float32(scores)).reshape(list(activations.shape[:2]))
         return F.softmax(scores_f32, axis=-1).numpy()
 
-    def _score_channels(self, image: paddle.Tensor, masks: paddle.Tensor, target: Callable) -> List[float]:
+    def _scorer_for(self, input_tensor: paddle.Tensor) -> Callable:
+        """The (cached) function that scores a batch shaped like ``input_tensor``."""
+        key = (tuple(input_tensor.shape[1:]), str(input_tensor.dtype), self.inference_engine)
+        if key not in self._scorers:
+            self._scorers[key] = make_batch_scorer(
+                self.model, input_tensor, enabled=self.inference_engine, threads=self.engine_threads
+            )
+        return self._scorers[key]
+
+    def _score_channels(
+        self, image: paddle.Tensor, masks: paddle.Tensor, target: Callable, scorer: Callable
+    ) -> List[float]:
         """Score ``image * mask_k`` for every channel k, scoring each distinct mask once."""
         masks_np = masks.numpy()
         first_channel_of: Dict[bytes, int] = {}
@@ -66,7 +94,7 @@ class ScoreCAM(BaseCAM):
         for start in progress(batch_starts, desc="ScoreCAM", unit="batch"):
             channels = distinct[start : start + self.batch_size]
             batch = image[None] * paddle.index_select(masks, paddle.to_tensor(channels), axis=0)[:, None]
-            outputs = self.model(batch)
+            outputs = scorer(batch)
             for channel, output in zip(channels, outputs):
                 score_of[channel] = target(output).item()
             if self.progress_callback is not None:

@@ -152,6 +152,19 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _load_lines(machine: Dict) -> List[str]:
+    before, after = machine.get("load_average_before"), machine.get("load_average_after")
+    if not before and not after:
+        return []
+    line = (f"- Load average (1/5/15 min): {', '.join(map(str, before)) if before else '?'} before, "
+            f"{', '.join(map(str, after)) if after else '?'} after")
+    cores = machine.get("cores") or 0
+    busiest = max((before or [0])[0], (after or [0])[0])
+    if cores and busiest > 0.5 * cores:
+        line += f" — other work was running on this {cores}-core machine, so these times are noisier than usual"
+    return [line]
+
+
 def render_markdown(data: Dict) -> str:
     """``bench.md`` from the dict that is also written as ``bench.json``."""
     machine, settings = data["machine"], data["settings"]
@@ -165,6 +178,7 @@ def render_markdown(data: Dict) -> str:
         f"- Machine: {machine['cpu']} ({machine['cores']} cores), {machine.get('platform', '')}".rstrip(", "),
         "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
         f"- Date: {machine['date']}",
+        *_load_lines(machine),
         f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}, "
         f"target layer `{settings['target_layer']}`, no smoothing, model: ResNet50 (seeded weights)",
         f"- Command: `{settings['command']}`",
@@ -396,7 +410,14 @@ def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optio
     return seconds, wall, None
 
 
-def _machine(threads: int) -> Dict:
+def _load_average() -> Optional[List[float]]:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _machine(threads: int, load_before: Optional[List[float]] = None) -> Dict:
     import platform
 
     return {
@@ -406,6 +427,10 @@ def _machine(threads: int) -> Dict:
         "versions": package_versions(),
         "threads": threads,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # 1/5/15-minute load averages before the first run and after the last: other work on the
+        # machine while the bench ran shows up here (and makes the numbers noisier).
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
     }
 
 
@@ -419,13 +444,13 @@ def _display_path(path: Path) -> str:
 def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool]:
     from paddle_impl.image_io import load_rgb_image
 
+    out = Path(args.out)
+    timing = _find_parity_timing(args.parity_log, out)  # a bad --parity-log stops the run before it starts
     image = _resolve_path(args.image)
     rgb, _ = load_rgb_image(image)
     own_size = list(rgb.shape[:2])
     image_size = [args.size, args.size] if args.size is not None else own_size
     torch_weights, paddle_weights = _ensure_weights()
-    out = Path(args.out)
-    timing = _find_parity_timing(args.parity_log, out)
 
     runs = schedule(args.methods, args.repeat, args.heavy_repeat)
     samples: Dict[str, Dict[str, Dict[str, List]]] = {
@@ -433,6 +458,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
         for name in args.methods
     }
     env = _child_env(args.threads)
+    load_before = _load_average()
     all_ok = True
     with tempfile.TemporaryDirectory(prefix="parity-bench-") as work:
         for index, (name, framework) in enumerate(runs, 1):
@@ -455,7 +481,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
             print(f"bench [{index}/{len(runs)}] {name} {framework}: {status} (process {wall:.1f} s)", file=sys.stderr, flush=True)
 
     data = {
-        "machine": _machine(args.threads),
+        "machine": _machine(args.threads, load_before),
         "settings": {
             "threads": args.threads,
             "repeat": args.repeat,
