@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Union
 
-from paddle_impl.errors import UserError, cli_errors
-from parity.registry import METHODS, PROFILES, SMOOTH_MODES
+# Paddle warns on import when ccache is missing (this process imports it to convert
+# weights or to check --device gpu); it is about compiling C++ extensions, never done here.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+
+from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from parity.registry import METHODS, PROFILES, SMOOTH_MODES  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
@@ -52,6 +58,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each default, except ``None`` ones: their help says what happens instead."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parity",
@@ -60,22 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
             "and weights, compare every stage, and write a reviewer report (parity.md, parity.json, images). "
             "Exit status 0 only if every selected case passed."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full",
                         help="quick: ScoreCAM/AblationCAM on a 64x64 input at layer2 (minutes); full: every method on the image at its own size, layer4")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="precision of the model, the input and every stage on both sides")
-    parser.add_argument("--methods", type=_csv_choices(list(METHODS), "method"), default=list(METHODS),
-                        help=f"comma-separated subset of: {', '.join(METHODS)}")
-    parser.add_argument("--smooth", type=_csv_choices(list(SMOOTH_MODES), "smoothing mode"), default=list(SMOOTH_MODES),
-                        help=f"comma-separated subset of: {', '.join(SMOOTH_MODES)}")
+    # String defaults go through ``type`` like a typed value (a list) and read well in --help.
+    parser.add_argument("--methods", type=_csv_choices(list(METHODS), "method"), default=", ".join(METHODS),
+                        help="comma-separated subset (default: all of %(default)s)")
+    parser.add_argument("--smooth", type=_csv_choices(list(SMOOTH_MODES), "smoothing mode"), default=", ".join(SMOOTH_MODES),
+                        help="comma-separated subset (default: all of %(default)s)")
     parser.add_argument("--weights", default="default",
                         help="'default' (seeded torchvision init, made once under fixtures/weights), 'imagenet' (torchvision download) or a torchvision ResNet50 .pth file")
     parser.add_argument("--image", default=None,
                         help=f"input image (default: {DEFAULT_IMAGE.relative_to(REPO_ROOT)}; if that is missing, matplotlib's grace_hopper.jpg, said loudly in the report)")
     parser.add_argument("--target-category", type=_category, default=None,
-                        help="explain this ImageNet class (0..999) instead of each run's argmax")
+                        help="explain this ImageNet class (0..999) instead of each run's argmax (default: the argmax)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where both frameworks run")
     parser.add_argument("--jobs", type=_positive_int, default=2, help="worker processes run at once (threads are split between them)")
     parser.add_argument("--out", default="reports", help="output directory for the report and artifacts")
@@ -100,6 +114,8 @@ def _check_device(device: str) -> None:
 
 
 def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-probe-{os.getpid()}"
@@ -133,6 +149,52 @@ def _resolve_image(spec: Optional[str]):
     return path.resolve(), rgb.shape[:2], info
 
 
+def _replace_all(out: Path, texts: Dict[str, str]) -> None:
+    """Replace every ``out/NAME`` with its text, or (on any error) leave every old file as it was.
+
+    Each new file is first written in full under a temporary name (that is
+    where a full disk shows), then all are renamed into place; if a rename
+    fails, the ones already renamed are put back from backups (hard links, or
+    the old bytes where the file system has no hard links).
+    """
+    from paddle_impl.atomic import write_bytes, write_text
+
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    staged: Dict[Path, Path] = {}
+    backups: Dict[Path, Union[None, Path, bytes]] = {}
+    renamed: List[Path] = []
+    try:
+        for name, text in texts.items():
+            staged[out / name] = write_text(out / f".{name}.{tag}.new", text)
+        for target in staged:
+            backups[target] = None
+            if target.exists():
+                link = out / f".{target.name}.{tag}.old"
+                try:
+                    os.link(target, link)
+                    backups[target] = link
+                except OSError:
+                    backups[target] = target.read_bytes()
+        for target, new in staged.items():
+            os.replace(new, target)
+            renamed.append(target)
+    except BaseException:
+        for target in reversed(renamed):
+            backup = backups[target]
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    target.unlink()
+                elif isinstance(backup, bytes):
+                    write_bytes(target, backup)
+                else:
+                    os.replace(backup, target)
+        raise
+    finally:
+        for leftover in [*staged.values(), *(b for b in backups.values() if isinstance(b, Path))]:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     with cli_errors("python -m parity", debug=args.debug):
@@ -140,18 +202,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args) -> int:
-    from paddle_impl.atomic import write_text
     from paddle_impl.weights import ensure_paddle_weights, resolve_weights, sha256_of
     from parity.config import fault_injection_from_env, make_config
     from parity.provenance import base_provenance
-    from parity.report import render_summary_markdown, summary_line, write_report
+    from parity.report import REPORT_NAME, ensure_diff_images, render_markdown, render_summary_markdown, summary_line
     from parity.runner import _LiveProcesses, run_matrix
 
     out = Path(args.out)
     _check_device(args.device)
     image, image_size, image_info = _resolve_image(args.image)
     torch_weights = resolve_weights(args.weights)
-    paddle_weights = ensure_paddle_weights(torch_weights)
+    try:
+        paddle_weights = ensure_paddle_weights(torch_weights)
+    except UserError as error:  # a key/shape mismatch does not say which file it is about
+        if str(torch_weights) in str(error):
+            raise
+        raise UserError(f"weights file {torch_weights}: {error}") from None
     _check_writable(out)
 
     provenance = base_provenance()
@@ -173,8 +239,10 @@ def _run(args) -> int:
     )
 
     live = _LiveProcesses()
+    terminated = []
 
     def on_sigterm(signum, frame):
+        terminated.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
@@ -189,7 +257,14 @@ def _run(args) -> int:
         records = run_matrix(config, live=live, progress=progress)
     except KeyboardInterrupt:
         live.kill_all()
+        if terminated and not args.debug:
+            print("python -m parity: terminated (SIGTERM)", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
         raise
+    except OSError as error:
+        # Case artifacts are written as the run goes (each file atomically); a full disk stops it here.
+        live.kill_all()
+        raise UserError(f"cannot write results under {out}: {error.strerror or error}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -205,10 +280,16 @@ def _run(args) -> int:
         },
         "cases": records,
     }
-    write_text(out / "parity.json", json.dumps(results, indent=1, allow_nan=True))
-    write_text(out / "parity_diff.log", "\n\n".join(r["message"] for r in records) + "\n")
-    write_report(results, out)
-    write_text(out / "parity_summary.md", render_summary_markdown(results))
+    try:
+        ensure_diff_images(results, out)
+        _replace_all(out, {
+            "parity.json": json.dumps(results, indent=1, allow_nan=True),
+            "parity_diff.log": "\n\n".join(r["message"] for r in records) + "\n",
+            REPORT_NAME: render_markdown(results, out_dir=out),
+            "parity_summary.md": render_summary_markdown(results),
+        })
+    except OSError as error:
+        raise UserError(f"cannot write the report to {out}: {error.strerror or error}") from None
     print(summary_line(results))
     print(f"report: {out / 'parity.md'}")
     return 0 if all(r["passed"] for r in records) else 1

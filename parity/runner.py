@@ -82,6 +82,9 @@ class _LiveProcesses:
     def add(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._procs.add(proc)
+            stopping = self.stopping
+        if stopping:  # started just as kill_all() took its snapshot
+            _kill_group(proc)
 
     def discard(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -178,7 +181,11 @@ def _run_worker(job: WorkerJob, timeout: float, live: _LiveProcesses) -> JobOutc
     if timed_out:
         return JobOutcome(job, False, seconds, out_dir, error=f"{job.framework} worker timed out after {timeout:g} s; its output ends:\n{tail}")
     if returncode != 0:
-        return JobOutcome(job, False, seconds, out_dir, error=f"{job.framework} worker exited with status {returncode}; its output ends:\n{tail}")
+        how = f"exited with status {returncode}"
+        if returncode < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-returncode).name} (status {returncode})"
+        return JobOutcome(job, False, seconds, out_dir, error=f"{job.framework} worker {how}; its output ends:\n{tail}")
     result = json.loads((out_dir / "result.json").read_text())
     return JobOutcome(job, True, seconds, out_dir, result=result)
 
@@ -204,7 +211,9 @@ def _load_stages(directory: Path) -> Dict[str, np.ndarray]:
 def _flags(stages: Dict[str, np.ndarray]) -> List[str]:
     flags = []
     cam = stages.get("cam")
-    if cam is not None and not np.any(cam):
+    if cam is not None and not np.all(np.isfinite(cam)):
+        flags.append("non-finite CAM")
+    elif cam is not None and not np.any(cam):
         flags.append("flat CAM (all zeros)")
     for name in ("activations", "gradients"):
         if name in stages and not np.all(np.isfinite(stages[name])):
@@ -286,23 +295,31 @@ def run_matrix(config: RunConfig, live: Optional[_LiveProcesses] = None, progres
         done: Dict[Tuple[str, str, bool], JobOutcome] = {}
         with ThreadPoolExecutor(max_workers=max(1, config.jobs)) as pool:
             pending = {pool.submit(_execute, config, job, live): job for job in jobs}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = pending.pop(future)
-                    outcome = future.result()
-                    done[(job.framework, job.method, job.aug_smooth)] = outcome
-                    other = done.get(("paddle" if job.framework == "torch" else "torch", job.method, job.aug_smooth))
-                    if other is None:
-                        continue
-                    torch_out = outcome if job.framework == "torch" else other
-                    paddle_out = other if job.framework == "torch" else outcome
-                    for eigen in job.eigen_modes:
-                        case = Case(job.method, smooth_name(job.aug_smooth, eigen))
-                        record = _finalize_case(config, case, torch_out, paddle_out)
-                        records[case.id] = record
-                        if progress is not None:
-                            progress(record, len(records), len(cases))
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        job = pending.pop(future)
+                        outcome = future.result()
+                        done[(job.framework, job.method, job.aug_smooth)] = outcome
+                        other = done.get(("paddle" if job.framework == "torch" else "torch", job.method, job.aug_smooth))
+                        if other is None:
+                            continue
+                        torch_out = outcome if job.framework == "torch" else other
+                        paddle_out = other if job.framework == "torch" else outcome
+                        for eigen in job.eigen_modes:
+                            case = Case(job.method, smooth_name(job.aug_smooth, eigen))
+                            record = _finalize_case(config, case, torch_out, paddle_out)
+                            records[case.id] = record
+                            if progress is not None:
+                                progress(record, len(records), len(cases))
+            except BaseException:
+                # Ctrl-C, SIGTERM or an error here: the pool's exit waits for its threads, and
+                # they wait for their workers, so take the workers down first.
+                live.kill_all()
+                for future in pending:
+                    future.cancel()
+                raise
     return [records[c.id] for c in cases if c.id in records]
 
 

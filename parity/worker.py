@@ -125,6 +125,9 @@ def run_job(job: WorkerJob) -> Dict:
     from parity.registry import METHODS, smooth_name
     from parity.stages import StageRecorder
 
+    if job.inject_fault:
+        # Something for the runner's output tail to show.
+        print(f"parity.worker: injected fault {job.inject_fault!r} ({job.framework} {job.method})", file=sys.stderr, flush=True)
     if job.inject_fault == "crash":
         os.abort()
     if job.inject_fault == "hang":
@@ -143,6 +146,8 @@ def run_job(job: WorkerJob) -> Dict:
     with cam_class(model=side.model, target_layers=[target_layer]) as cam:
         if job.batch_size is not None and hasattr(cam, "batch_size"):
             cam.batch_size = job.batch_size
+        if hasattr(cam, "engine_threads"):
+            cam.engine_threads = job.threads
         recorder.attach(cam)
         for eigen_smooth in job.eigen_modes:
             recorder.start_case()

@@ -52,6 +52,17 @@ def test_2d_projection_matches_upstream(dtype):
     np.testing.assert_array_equal(paddle_projection(acts), get_2d_projection(acts))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_2d_projection_thin_svd_is_bitwise_upstream_on_resnet_sized_maps(seed):
+    """The port's thin SVD must give upstream's full-SVD projection exactly (2048 channels, 7x7)."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    rng = np.random.RandomState(seed)
+    acts = np.maximum(rng.randn(1, 2048, 7, 7), 0).astype(np.float32) * rng.rand(2048, 1, 1).astype(np.float32)
+    np.testing.assert_array_equal(paddle_projection(acts), get_2d_projection(acts))
+    np.testing.assert_array_equal(paddle_projection(acts.astype(np.float64)), get_2d_projection(acts.astype(np.float64)))
+
+
 def test_aug_smooth_variants_follow_ttach_order():
     import ttach as tta
 
