@@ -45,7 +45,7 @@ from typing import List, Tuple, Union
 import cv2
 import numpy as np
 
-from paddle_impl.errors import UserError
+from paddle_impl.errors import UserError, check_readable_file
 
 __all__ = ["MAX_IMAGE_SIDE", "load_rgb_image"]
 
@@ -62,17 +62,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"image not found: {path}")
-    if path.is_dir():
-        raise UserError(f"image path is a directory, not a file: {path}")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise UserError(f"image cannot be read: {path} ({error.strerror or _first_line(error)})") from None
-    if path.stat().st_size == 0:
-        raise UserError(f"image is an empty file: {path}")
+    check_readable_file(path, "image", directory_wording="image path")
 
 
 def _inspect_header(path: Path, max_pixels: int) -> Tuple[str, str]:

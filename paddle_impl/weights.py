@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 
 from paddle_impl.atomic import atomic_path, write_text
-from paddle_impl.errors import UserError
+from paddle_impl.errors import UserError, check_readable_file
 
 __all__ = [
     "DEFAULT_WEIGHTS_DIR",
@@ -48,17 +48,7 @@ def sha256_of(path: Path) -> str:
 
 
 def _check_readable_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise UserError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise UserError(f"{what} is a directory, not a file: {path}")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise UserError(f"{what} cannot be read: {path} ({error.strerror})") from None
-    if path.stat().st_size == 0:
-        raise UserError(f"{what} is an empty file: {path}")
+    check_readable_file(path, what)
 
 
 def load_torch_state_dict(path: Path) -> Dict[str, np.ndarray]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
+from parity.cli import _csv_choices, _positive_int
 from parity.provenance import cpu_name, package_versions
 from parity.registry import METHODS
 from parity.worker import WorkerJob
@@ -283,24 +284,7 @@ def _find_parity_timing(explicit: Optional[str], out: Path) -> Optional[Dict]:
 
 
 # -- arguments ----------------------------------------------------------------------------
-def _method_list(text: str) -> List[str]:
-    chosen = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in chosen if item not in METHODS]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(
-            f"invalid method {', '.join(map(repr, unknown)) or repr(text)} (choose from {', '.join(METHODS)})"
-        )
-    return list(dict.fromkeys(chosen))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+_method_list = _csv_choices(list(METHODS), "method")
 
 
 def build_parser() -> argparse.ArgumentParser:

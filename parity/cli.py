@@ -33,7 +33,7 @@ def _csv_choices(valid: List[str], what: str):
             raise argparse.ArgumentTypeError(
                 f"invalid {what} {', '.join(map(repr, unknown)) or repr(text)} (choose from {', '.join(valid)})"
             )
-        return chosen
+        return list(dict.fromkeys(chosen))
 
     return parse
 
