@@ -19,12 +19,20 @@ from parity.registry import STAGES, MethodSpec
 
 __all__ = ["StageBound", "StageDiff", "CaseComparison", "stage_bounds", "compare_stage", "compare_case"]
 
-# Scale-relative bounds of the intermediate stages.  float32: the worst of the
-# quick and full runs on this machine is written beside each; the bound leaves
-# a margin of ~10x over it.  float64: both sides agree to ~1e-12 relative.
+# Scale-relative bounds of the intermediate stages, from the quick profile on
+# this machine (worst case over the 32 cases, relative to max|torch|):
+#   float32: logits 1.4e-6, activations 2.1e-6, gradients 6e-8, weights 5e-5
+#            (AblationCAM's (y - y_k) / y), raw_cam 1.6e-4 (AblationCAM) --
+#            each bound is at least 6x the worst seen.
+#   float64: logits, activations ~1e-12.  Gradients differ by 2.05e-8 relative,
+#            and that is Paddle, not the port: AdaptiveAvgPool2D's backward in
+#            float64 scales by 1/49 rounded to float32 (torch's is exact; see
+#            tests/test_port_units.py::test_paddle_float64_avgpool_backward_is_float32_scaled).
+#            The weights and raw CAM inherit it; ScoreCAM's and AblationCAM's
+#            weights are float32 by upstream's own casts.
 _RELATIVE_STAGE_RTOL = {
     "float32": {"logits": 1e-4, "activations": 1e-4, "gradients": 1e-3, "weights": 1e-3, "raw_cam": 1e-3},
-    "float64": {"logits": 1e-9, "activations": 1e-9, "gradients": 1e-9, "weights": 1e-6, "raw_cam": 1e-6},
+    "float64": {"logits": 1e-9, "activations": 1e-9, "gradients": 1e-7, "weights": 1e-6, "raw_cam": 1e-6},
 }
 # The overlay is uint8: a CAM difference that crosses a quantisation step moves
 # a pixel by a colormap step (JET's steps are up to ~4 levels per channel) and
