@@ -56,14 +56,26 @@ class SmoothMode:
 #   ~1e-6 relative in the logits.  Max |Δ| of the final CAM, quick profile:
 #   gradcam 3.6e-6, gradcam++ 1.1e-6, xgradcam 3.3e-6, eigencam 9.5e-7,
 #   eigengradcam 7.8e-7, layercam 1.6e-6, scorecam 1.9e-6, ablationcam 4.2e-5.
-#   AblationCAM is the largest because its weights are (y - y_k) / y: the
-#   float32 noise of two close scores is divided by the score.  Bound: 1e-4,
-#   2.4x over AblationCAM's worst and >25x over the others'; a real error in a
-#   method moves the CAM by 1e-3 or more (GradCAM++ with eps 1e-3 instead of
-#   1e-6: 5.5e-3).
+#   Bound: 1e-4, >25x over the worst of these; a real error in a method moves
+#   the CAM by 1e-3 or more (GradCAM++ with eps 1e-3 instead of 1e-6: 5.5e-3).
+#
+#   AblationCAM's float32 bound is 5e-4.  Its weights are (y - y_k) / y, the
+#   difference of two close float32 scores (y = 42.6 on both.png at full size,
+#   one ulp 3.8e-6) divided by the score, so each weight carries ~1e-5
+#   relative noise that the other methods do not have; the 2048-channel sum
+#   turns it into raw-CAM differences of 0.037 on a 20.6..66.6 range.  The full
+#   profile measured CAM max |Δ| 1.35e-4 (no_smooth; every earlier stage
+#   within its bound: logits 1% of theirs, weights 2%), 6.2e-5 with aug_smooth,
+#   and 4.2e-5 on the quick profile; float64 agrees to 1.8e-7, so it is
+#   float32 noise, not the algorithm.
 _F32_NOTE = (
     "float32: oneDNN (torch) and Paddle round convolutions differently (~1e-6 relative in the logits); "
-    "measured CAM max|Δ| <= 4.2e-5 (AblationCAM), <= 3.6e-6 for the others; float64: <= 1.8e-7"
+    "measured CAM max|Δ| <= 3.6e-6 (quick profile); float64: <= 1.8e-7"
+)
+
+_ABLATION_NOTE = (
+    "float32: weights (y - y_k) / y difference two close float32 scores; measured CAM max|Δ| 1.35e-4 "
+    "(full profile, no_smooth), earlier stages within their bounds; float64: <= 1.8e-7"
 )
 
 METHODS: Dict[str, MethodSpec] = {
@@ -72,7 +84,7 @@ METHODS: Dict[str, MethodSpec] = {
         MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE),
         MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE),
         MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE),
+        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE),
         MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE),
         MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE),
         MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE),
