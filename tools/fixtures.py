@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shutil
 import sys
@@ -44,6 +43,8 @@ __all__ = [
     "main",
 ]
 
+from paddle_impl.weights import sha256_of  # noqa: E402  (one sha256 helper for fixtures and weights)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = REPO_ROOT / "fixtures" / "both.png"
 SHARED_COPY = REPO_ROOT.parent / "shared" / "fixtures" / "both.png"
@@ -58,14 +59,6 @@ PROG = "fixtures"
 
 class FixtureError(Exception):
     """The fixture could not be put in place; the message is one line for the user."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _install_checked(dest: Path, fill: Callable[[Path], None], sha256: str, what: str) -> None:
