@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-category", type=_category, default=None,
                         help="explain this ImageNet class (0..999) instead of each run's argmax (default: the argmax)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where both frameworks run")
-    parser.add_argument("--jobs", type=_positive_int, default=2, help="worker processes run at once (threads are split between them)")
+    parser.add_argument("--jobs", type=_positive_int, default=2, help="at most N worker processes at once (default 2; the cores are split between them). "
+                        "Fewer run when one job would outlast all the others together, as on a warm-cache "
+                        "rerun where only the Paddle side is left")
     parser.add_argument("--out", default="reports", help="output directory for the report and artifacts")
     parser.add_argument("--no-cache", action="store_true", help="recompute the upstream side instead of reusing cached results")
     parser.add_argument("--no-weight-reuse", action="store_true",
@@ -253,8 +255,13 @@ def _run(args) -> int:
         detail = f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None else record["error"].splitlines()[0]
         print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
 
+    def on_schedule(schedule):
+        provenance["schedule"] = schedule
+        print(f"python -m parity: {schedule['cached_jobs']} upstream job(s) from the cache, {schedule['worker_jobs']} to run, "
+              f"{schedule['workers']} at a time with {schedule['threads_per_worker']} thread(s) each", file=sys.stderr, flush=True)
+
     try:
-        records = run_matrix(config, live=live, progress=progress)
+        records = run_matrix(config, live=live, progress=progress, on_schedule=on_schedule)
     except KeyboardInterrupt:
         live.kill_all()
         if terminated and not args.debug:

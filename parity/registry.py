@@ -30,6 +30,11 @@ class MethodSpec:
     cam_atol_float32: float
     cam_atol_float64: float
     tolerance_note: str
+    # Seconds one augmentation variant takes on each side (full profile, both.png,
+    # 2 threads, this 2-core machine; reports/bench.md).  Only their proportions
+    # matter: the runner uses them to decide how many workers to run at once.
+    torch_seconds: float = 1.0
+    paddle_seconds: float = 1.0
 
     def paddle_class(self):
         return getattr(importlib.import_module("paddle_impl"), self.paddle_class_name)
@@ -81,14 +86,14 @@ _ABLATION_NOTE = (
 METHODS: Dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
-        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE),
-        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE),
-        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE),
+        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
+        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
+        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
+        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 269.0, 3.0),
+        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 238.0, 115.0),
+        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.3, 0.5),
+        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
+        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
     ]
 }
 
@@ -159,6 +164,9 @@ class Profile:
     light_target_layer: str
     heavy_image_size: int | None
     heavy_target_layer: str
+    # How much cheaper a heavy method's variant is than at full size and layer4
+    # (pixels x channels); used only to weigh jobs against each other.
+    heavy_cost_scale: float = 1.0
 
     def image_size(self, spec: MethodSpec) -> int | None:
         return self.heavy_image_size if spec.reruns_network_per_channel else self.light_image_size
@@ -168,7 +176,7 @@ class Profile:
 
 
 PROFILES: Dict[str, Profile] = {
-    "quick": Profile("quick", None, "layer4", 64, "layer2"),
+    "quick": Profile("quick", None, "layer4", 64, "layer2", (64 / 224) ** 2 * (512 / 2048)),
     "full": Profile("full", None, "layer4", None, "layer4"),
 }
 

@@ -20,13 +20,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from parity.cache import ResultCache
 from parity.compare import CaseComparison, compare_case
 from parity.registry import METHODS, SMOOTH_MODES, Case, Profile, all_cases, smooth_name
+from parity.schedule import choose_workers, job_cost
 from parity.worker import WorkerJob
 
 __all__ = ["RunConfig", "run_matrix", "run_case_group", "finalize_case", "JobOutcome"]
@@ -190,18 +191,25 @@ def _run_worker(job: WorkerJob, timeout: float, live: _LiveProcesses) -> JobOutc
     return JobOutcome(job, True, seconds, out_dir, result=result)
 
 
+def _cached_outcome(config: RunConfig, job: WorkerJob) -> Optional[JobOutcome]:
+    """The stored upstream result of ``job``, if the cache has it (only torch jobs are cached)."""
+    if job.framework != "torch":
+        return None
+    hit = config.cache.lookup(_cache_key(config, job))
+    if hit is None:
+        return None
+    result = json.loads((hit / "result.json").read_text())
+    return JobOutcome(replace(job, out_dir=str(hit)), True, 0.0, hit, cached=True, result=result)
+
+
 def _execute(config: RunConfig, job: WorkerJob, live: _LiveProcesses) -> JobOutcome:
-    if job.framework == "torch":
-        key = _cache_key(config, job)
-        hit = config.cache.lookup(key)
-        if hit is not None:
-            result = json.loads((hit / "result.json").read_text())
-            return JobOutcome(replace(job, out_dir=str(hit)), True, 0.0, hit, cached=True, result=result)
-        outcome = _run_worker(job, config.case_timeout, live)
-        if outcome.ok:
-            config.cache.store(key, outcome.out_dir)
-        return outcome
-    return _run_worker(job, config.case_timeout, live)
+    cached = _cached_outcome(config, job)
+    if cached is not None:
+        return cached
+    outcome = _run_worker(job, config.case_timeout, live)
+    if outcome.ok and job.framework == "torch":
+        config.cache.store(_cache_key(config, job), outcome.out_dir)
+    return outcome
 
 
 def _load_stages(directory: Path) -> Dict[str, np.ndarray]:
@@ -285,34 +293,58 @@ def _finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_
     return record
 
 
-def run_matrix(config: RunConfig, live: Optional[_LiveProcesses] = None, progress=None) -> List[Dict]:
-    """Run every selected case; return one record per case in registry order."""
+def run_matrix(
+    config: RunConfig,
+    live: Optional[_LiveProcesses] = None,
+    progress: Optional[Callable[[Dict, int, int], None]] = None,
+    on_schedule: Optional[Callable[[Dict], None]] = None,
+) -> List[Dict]:
+    """Run every selected case; return one record per case in registry order.
+
+    ``on_schedule`` hears, before any worker starts, how the jobs will run:
+    how many came from the cache, how many workers at once, threads each.
+    """
     live = live or _LiveProcesses()
     cases = all_cases(config.methods, config.smooths)
     records: Dict[str, Dict] = {}
+    done: Dict[Tuple[str, str, bool], JobOutcome] = {}
+
+    def record_outcome(job: WorkerJob, outcome: JobOutcome) -> None:
+        done[(job.framework, job.method, job.aug_smooth)] = outcome
+        other = done.get(("paddle" if job.framework == "torch" else "torch", job.method, job.aug_smooth))
+        if other is None:
+            return
+        torch_out = outcome if job.framework == "torch" else other
+        paddle_out = other if job.framework == "torch" else outcome
+        for eigen in job.eigen_modes:
+            case = Case(job.method, smooth_name(job.aug_smooth, eigen))
+            record = _finalize_case(config, case, torch_out, paddle_out)
+            records[case.id] = record
+            if progress is not None:
+                progress(record, len(records), len(cases))
+
     with tempfile.TemporaryDirectory(prefix="parity-work-") as work:
-        jobs = plan_jobs(config, Path(work))
-        done: Dict[Tuple[str, str, bool], JobOutcome] = {}
-        with ThreadPoolExecutor(max_workers=max(1, config.jobs)) as pool:
-            pending = {pool.submit(_execute, config, job, live): job for job in jobs}
+        to_run = []
+        for job in plan_jobs(config, Path(work)):
+            cached = _cached_outcome(config, job)
+            if cached is None:
+                to_run.append(job)
+            else:
+                record_outcome(job, cached)
+        workers, threads = choose_workers(to_run, config.profile, config.jobs, os.cpu_count() or 1)
+        # longest first (by the registry's cost estimates), so no long job starts last
+        to_run.sort(key=lambda job: job_cost(job, config.profile), reverse=True)
+        to_run = [replace(job, threads=threads) for job in to_run]
+        if on_schedule is not None:
+            on_schedule({"cached_jobs": len(done), "worker_jobs": len(to_run), "workers": workers, "threads_per_worker": threads})
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(_execute, config, job, live): job for job in to_run}
             try:
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
                         job = pending.pop(future)
-                        outcome = future.result()
-                        done[(job.framework, job.method, job.aug_smooth)] = outcome
-                        other = done.get(("paddle" if job.framework == "torch" else "torch", job.method, job.aug_smooth))
-                        if other is None:
-                            continue
-                        torch_out = outcome if job.framework == "torch" else other
-                        paddle_out = other if job.framework == "torch" else outcome
-                        for eigen in job.eigen_modes:
-                            case = Case(job.method, smooth_name(job.aug_smooth, eigen))
-                            record = _finalize_case(config, case, torch_out, paddle_out)
-                            records[case.id] = record
-                            if progress is not None:
-                                progress(record, len(records), len(cases))
+                        record_outcome(job, future.result())
             except BaseException:
                 # Ctrl-C, SIGTERM or an error here: the pool's exit waits for its threads, and
                 # they wait for their workers, so take the workers down first.
