@@ -5,6 +5,13 @@ its inputs does, so its results are stored under a key made of everything
 that can change them: package versions, weights and image sha256, method,
 smoothing, dtype, device, input size, target layer and target rule.  A rerun
 of ``make parity`` then recomputes only the Paddle side.
+
+The worker's thread count is not part of the key.  It does change float32
+results in their last bits (torch's ResNet50 logits moved by 4.2e-5 between 1
+and 2 threads here, the size of the torch-vs-Paddle difference itself), but
+keying on it would make every rerun that schedules its workers differently
+start cold; the count is recorded in each entry's ``result.json`` and in the
+report's case records instead.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 __all__ = ["ResultCache", "DEFAULT_CACHE_DIR"]
 
@@ -34,14 +41,26 @@ class ResultCache:
         entry = self.directory / key
         return entry if (entry / "result.json").is_file() else None
 
-    def store(self, key: str, worker_out: Path) -> None:
-        """Copy a finished worker's output in; the rename makes the entry appear whole or not at all."""
+    def store(self, key: str, worker_out: Path, cases: Optional[List[str]] = None) -> None:
+        """Copy a finished worker's output in; the rename makes the entry appear whole or not at all.
+
+        ``cases`` (smoothing-mode names) keeps only those cases of a worker
+        that ran more: their directories and their entries in ``result.json``.
+        """
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         staging = self.directory / f".{key}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(worker_out, staging)
+        if cases is None:
+            shutil.copytree(worker_out, staging)
+        else:
+            staging.mkdir()
+            for case in cases:
+                shutil.copytree(Path(worker_out) / case, staging / case)
+            result = json.loads((Path(worker_out) / "result.json").read_text())
+            result["cases"] = {name: info for name, info in result["cases"].items() if name in cases}
+            (staging / "result.json").write_text(json.dumps(result, indent=1))
         target = self.directory / key
         if target.exists():
             shutil.rmtree(staging, ignore_errors=True)

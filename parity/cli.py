@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="reports", help="output directory for the report and artifacts")
     parser.add_argument("--no-cache", action="store_true", help="recompute the upstream side instead of reusing cached results")
     parser.add_argument("--no-weight-reuse", action="store_true",
-                        help="recompute ScoreCAM/AblationCAM channel weights for eigen_smooth instead of reusing them")
+                        help="recompute ScoreCAM/AblationCAM channel weights for every case instead of reusing them "
+                        "from a byte-identical earlier pass (the eigen_smooth twin, aug_smooth's identity variant)")
     parser.add_argument("--case-timeout", type=float, default=3 * 3600.0, help="seconds after which a worker is killed and its cases reported as errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser

@@ -3,7 +3,10 @@
 A *job* is one framework's run of one method with one augmentation setting;
 it covers the requested eigen modes in one process so that ScoreCAM's and
 AblationCAM's channel weights are computed once per augmentation variant and
-reused for the eigen_smooth case (``parity.stages``).  A *case* is
+reused for the eigen_smooth case (``parity.stages``).  For those two methods
+the plain and the augmented job are one process, so the plain cases reuse the
+weights of aug_smooth's identity variant; such a job still caches and pairs
+as its two one-augmentation *views* (``job_views``).  A *case* is
 ``method × smoothing mode`` and needs its torch job and its Paddle job.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from parity.registry import METHODS, SMOOTH_MODES, Case, Profile, all_cases, smo
 from parity.schedule import choose_workers, job_cost
 from parity.worker import WorkerJob
 
-__all__ = ["RunConfig", "run_matrix", "run_case_group", "finalize_case", "JobOutcome"]
+__all__ = ["RunConfig", "run_matrix", "run_case_group", "finalize_case", "plan_jobs", "job_views", "JobOutcome"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 2000
@@ -106,7 +109,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def plan_jobs(config: RunConfig, work_dir: Path) -> List[WorkerJob]:
+def plan_jobs(config: RunConfig, work_dir: Path, combine: bool = True) -> List[WorkerJob]:
+    """One job per (framework, method, augmentation), longest first.
+
+    With ``combine`` (and weight reuse on), a method that reruns the network
+    per channel gets one job per framework for all its modes, so its plain
+    cases reuse the channel weights of aug_smooth's identity variant.
+    """
     jobs = []
     for method in config.methods:
         spec = METHODS[method]
@@ -137,9 +146,41 @@ def plan_jobs(config: RunConfig, work_dir: Path) -> List[WorkerJob]:
                         inject_fault=config.inject_fault.get(f"{framework}:{method}"),
                     )
                 )
+    if combine and config.reuse_weights:
+        jobs = _combine_plain_into_aug(jobs)
     # Longest first, so two slow jobs do not end up running last, one after the other.
     jobs.sort(key=lambda j: (not METHODS[j.method].reruns_network_per_channel, not j.aug_smooth))
     return jobs
+
+
+def _combine_plain_into_aug(jobs: List[WorkerJob]) -> List[WorkerJob]:
+    by_key = {(j.framework, j.method, j.aug_smooth): j for j in jobs}
+    combined = []
+    for job in jobs:
+        if not METHODS[job.method].reruns_network_per_channel:
+            combined.append(job)
+            continue
+        aug_job = by_key.get((job.framework, job.method, True))
+        plain_job = by_key.get((job.framework, job.method, False))
+        if aug_job is None or plain_job is None:
+            combined.append(job)
+        elif job is aug_job:
+            out_dir = str(Path(job.out_dir).with_name(f"{job.framework}-{job.method}-all"))
+            combined.append(replace(job, plain_eigen_modes=list(plain_job.eigen_modes), out_dir=out_dir))
+    return combined
+
+
+def job_views(job: WorkerJob) -> List[WorkerJob]:
+    """The one-augmentation jobs ``job`` stands for: the unit of caching and of case pairing.
+
+    The views share the job's ``out_dir``: a worker writes each case under its own name.
+    """
+    if not job.plain_eigen_modes:
+        return [job]
+    return [
+        replace(job, plain_eigen_modes=[]),
+        replace(job, aug_smooth=False, eigen_modes=list(job.plain_eigen_modes), plain_eigen_modes=[]),
+    ]
 
 
 def _cache_key(config: RunConfig, job: WorkerJob) -> str:
@@ -203,12 +244,11 @@ def _cached_outcome(config: RunConfig, job: WorkerJob) -> Optional[JobOutcome]:
 
 
 def _execute(config: RunConfig, job: WorkerJob, live: _LiveProcesses) -> JobOutcome:
-    cached = _cached_outcome(config, job)
-    if cached is not None:
-        return cached
     outcome = _run_worker(job, config.case_timeout, live)
     if outcome.ok and job.framework == "torch":
-        config.cache.store(_cache_key(config, job), outcome.out_dir)
+        for view in job_views(job):
+            smooths = [smooth_name(aug, eigen) for aug, eigen in view.modes]
+            config.cache.store(_cache_key(config, view), outcome.out_dir, cases=smooths)
     return outcome
 
 
@@ -251,7 +291,7 @@ def _finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_
         "passed": False, "error": None, "cam_max_abs_diff": None, "cam_mean_abs_diff": None,
         "overlay_identical_fraction": None, "overlay_max_diff": None, "first_divergent_stage": None,
         "message": "", "paddle_seconds": None, "torch_seconds": None, "torch_cached": torch_out.cached,
-        "weights_reused": {}, "target_categories": {}, "flags": [], "stages": [], "files": files,
+        "weights_reused": {}, "target_categories": {}, "threads": {}, "flags": [], "stages": [], "files": files,
     }
     errors = [o.error for o in (torch_out, paddle_out) if not o.ok]
     if errors:
@@ -267,6 +307,7 @@ def _finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_
         record[f"{name}_seconds"] = info["seconds"]
         record["weights_reused"][name] = info["weights_reused"]
         record["target_categories"][name] = info["target_categories"]
+        record["threads"][name] = outcome.result.get("threads")
         for stage, array in stages.items():
             save_npy(config.out / "stages" / mode_dir / case.method / f"{stage}_{name}.npy", array)
         save_npy(config.out / files[f"{name}_cam_npy"], stages["cam"])
@@ -310,33 +351,41 @@ def run_matrix(
     done: Dict[Tuple[str, str, bool], JobOutcome] = {}
 
     def record_outcome(job: WorkerJob, outcome: JobOutcome) -> None:
-        done[(job.framework, job.method, job.aug_smooth)] = outcome
-        other = done.get(("paddle" if job.framework == "torch" else "torch", job.method, job.aug_smooth))
-        if other is None:
-            return
-        torch_out = outcome if job.framework == "torch" else other
-        paddle_out = other if job.framework == "torch" else outcome
-        for eigen in job.eigen_modes:
-            case = Case(job.method, smooth_name(job.aug_smooth, eigen))
-            record = _finalize_case(config, case, torch_out, paddle_out)
-            records[case.id] = record
-            if progress is not None:
-                progress(record, len(records), len(cases))
+        views = job_views(job)
+        for view in views:
+            done[(view.framework, view.method, view.aug_smooth)] = outcome
+        for view in views:
+            other = done.get(("paddle" if view.framework == "torch" else "torch", view.method, view.aug_smooth))
+            if other is None:
+                continue
+            torch_out = outcome if view.framework == "torch" else other
+            paddle_out = other if view.framework == "torch" else outcome
+            for eigen in view.eigen_modes:
+                case = Case(view.method, smooth_name(view.aug_smooth, eigen))
+                record = _finalize_case(config, case, torch_out, paddle_out)
+                records[case.id] = record
+                if progress is not None:
+                    progress(record, len(records), len(cases))
 
     with tempfile.TemporaryDirectory(prefix="parity-work-") as work:
-        to_run = []
+        to_run, cached_jobs = [], 0
         for job in plan_jobs(config, Path(work)):
-            cached = _cached_outcome(config, job)
-            if cached is None:
-                to_run.append(job)
-            else:
-                record_outcome(job, cached)
+            missing = []
+            for view in job_views(job):
+                cached = _cached_outcome(config, view)
+                if cached is None:
+                    missing.append(view)
+                else:
+                    cached_jobs += 1
+                    record_outcome(view, cached)
+            # a combined job runs whole only if none of it is cached; a lone missing part runs alone
+            to_run.extend([job] if len(missing) == len(job_views(job)) else missing)
         workers, threads = choose_workers(to_run, config.profile, config.jobs, os.cpu_count() or 1)
         # longest first (by the registry's cost estimates), so no long job starts last
         to_run.sort(key=lambda job: job_cost(job, config.profile), reverse=True)
         to_run = [replace(job, threads=threads) for job in to_run]
         if on_schedule is not None:
-            on_schedule({"cached_jobs": len(done), "worker_jobs": len(to_run), "workers": workers, "threads_per_worker": threads})
+            on_schedule({"cached_jobs": cached_jobs, "worker_jobs": len(to_run), "workers": workers, "threads_per_worker": threads})
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = {pool.submit(_execute, config, job, live): job for job in to_run}
             try:
@@ -358,7 +407,7 @@ def run_matrix(
 def run_case_group(config: RunConfig, method: str, aug_smooth: bool, work_dir: Path) -> Tuple[JobOutcome, JobOutcome]:
     """Run the torch and the Paddle job of one (method, augmentation) pair, one after the other."""
     live = _LiveProcesses()
-    jobs = [j for j in plan_jobs(config, work_dir) if j.method == method and j.aug_smooth == aug_smooth]
+    jobs = [j for j in plan_jobs(config, work_dir, combine=False) if j.method == method and j.aug_smooth == aug_smooth]
     outcomes = {job.framework: _execute(config, job, live) for job in jobs}
     return outcomes["torch"], outcomes["paddle"]
 

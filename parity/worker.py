@@ -1,7 +1,7 @@
 """Run one framework's side of a group of parity cases, in a process of its own.
 
-``python -m parity.worker JOB.json`` reads a job (framework, method, whether
-to augment, which eigen modes, image, weights, dtype, device, threads), runs
+``python -m parity.worker JOB.json`` reads a job (framework, method, which
+smoothing modes, image, weights, dtype, device, threads), runs
 the CAM as a user of that library would, and writes under the job's
 ``out_dir``: ``<smooth>/<stage>.npy`` for every recorded stage and
 ``result.json`` with timings.  One framework per process keeps torch's and
@@ -18,9 +18,9 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -49,6 +49,16 @@ class WorkerJob:
     reuse_weights: bool = True
     batch_size: Optional[int] = None
     inject_fault: Optional[str] = None  # tests only: "crash" | "hang"
+    # Non-augmented eigen modes run after the augmented ones in the same process.
+    # aug_smooth's variant (no flip, factor 1) is the plain input itself, so with
+    # weight reuse their channel weights come from that variant instead of
+    # another full ScoreCAM/AblationCAM pass.
+    plain_eigen_modes: List[bool] = field(default_factory=list)
+
+    @property
+    def modes(self) -> List[Tuple[bool, bool]]:
+        """(aug_smooth, eigen_smooth) of each case, in the order they run."""
+        return [(self.aug_smooth, e) for e in self.eigen_modes] + [(False, e) for e in self.plain_eigen_modes]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -120,6 +130,16 @@ class _PaddleSide:
         return self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
+def _peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory so far: interpreter, framework, model and the CAM calls."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+
+
 def run_job(job: WorkerJob) -> Dict:
     from paddle_impl.atomic import save_npy, write_text
     from parity.registry import METHODS, smooth_name
@@ -149,15 +169,15 @@ def run_job(job: WorkerJob) -> Dict:
         if hasattr(cam, "engine_threads"):
             cam.engine_threads = job.threads
         recorder.attach(cam)
-        for eigen_smooth in job.eigen_modes:
+        for aug_smooth, eigen_smooth in job.modes:
             recorder.start_case()
             started = time.perf_counter()
-            grayscale = cam(input_tensor=input_tensor, targets=targets, aug_smooth=job.aug_smooth, eigen_smooth=eigen_smooth)
+            grayscale = cam(input_tensor=input_tensor, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
             seconds = time.perf_counter() - started
             stages = recorder.stacked()
             stages["cam"] = np.asarray(grayscale)
             stages["overlay"] = side.show_cam_on_image(rgb, grayscale[0], use_rgb=True)
-            smooth = smooth_name(job.aug_smooth, eigen_smooth)
+            smooth = smooth_name(aug_smooth, eigen_smooth)
             for name, array in stages.items():
                 save_npy(Path(job.out_dir) / smooth / f"{name}.npy", array)
             cases[smooth] = {
@@ -166,7 +186,10 @@ def run_job(job: WorkerJob) -> Dict:
                 "weights_reused": recorder.weights_reused,
                 "target_categories": stages["targets"].tolist(),
             }
-    result = {"framework": job.framework, "method": job.method, "cases": cases}
+    # float32 results depend on the thread count in their last bits (oneDNN splits reductions by
+    # thread), so the count travels with them into the cache and the report.
+    result = {"framework": job.framework, "method": job.method, "threads": job.threads, "cases": cases,
+              "peak_rss_mb": _peak_rss_mb()}
     write_text(Path(job.out_dir) / "result.json", json.dumps(result, indent=1))
     return result
 
