@@ -406,7 +406,9 @@ def _metrics_lines(cases: List[Dict], link: bool) -> List[str]:
     for case in cases:
         case_id = str(case.get("id", f"{case.get('method')}-{case.get('smooth')}"))
         name = f"[{_cell(case_id)}](#{_anchor(case_id)})" if link else _cell(case_id)
-        torch_s = _secs(case.get("torch_seconds"))
+        reused = case.get("weights_reused") or {}
+        paddle_s = _secs(case.get("paddle_seconds")) + (" (reused)" if reused.get("paddle") else "")
+        torch_s = _secs(case.get("torch_seconds")) + (" (reused)" if reused.get("torch") else "")
         if case.get("torch_cached"):
             torch_s += " (cached)"
         first = case.get("first_divergent_stage")
@@ -419,11 +421,16 @@ def _metrics_lines(cases: List[Dict], link: bool) -> List[str]:
             _fraction(case.get("overlay_identical_fraction")),
             _int(case.get("overlay_max_diff")),
             f"**{_cell(first)}**" if first else ("error" if case.get("error") else "—"),
-            _secs(case.get("paddle_seconds")),
+            paddle_s,
             torch_s,
             _cell(", ".join(str(f) for f in case.get("flags") or [])),
         ])
-    return _table(header, rows)
+    lines = _table(header, rows)
+    if any(any((case.get("weights_reused") or {}).values()) for case in cases):
+        lines += ["", "Seconds are the case's `cam(...)` call. _(reused)_: its channel weights came from an "
+                  "earlier byte-identical pass in the same worker (the eigen_smooth twin, or aug_smooth's "
+                  "identity variant), so that time is left out of this case."]
+    return lines
 
 
 def _ablation_lines(by_id: Dict[str, Dict], img: _Images) -> List[str]:

@@ -58,7 +58,8 @@ def _case(method, smooth, **overrides):
 def _results(fallback=False):
     cases = [
         _case("gradcam", "no_smooth"),
-        _case("ablationcam", "no_smooth", overlay_identical_fraction=0.9998, overlay_max_diff=2, torch_cached=True),
+        _case("ablationcam", "no_smooth", overlay_identical_fraction=0.9998, overlay_max_diff=2, torch_cached=True,
+              weights_reused={"torch": 1, "paddle": 0}),
         _case("eigencam", "aug_smooth", passed=False, first_divergent_stage="logits", message=FAIL_MESSAGE,
               cam_max_abs_diff=2.5e-3, overlay_identical_fraction=0.95, overlay_max_diff=9,
               flags=["flat CAM (all zeros)"],
@@ -199,7 +200,9 @@ def test_report_contents(tmp_path):
 
     # numbers: 3 significant digits, seconds with 2 decimals, cached torch runs marked
     assert "3.58e-06" in text and "1.00e-04" in text
-    assert "0.40" in text and "0.30 (cached)" in text
+    # ... and cases whose channel weights were reused, with the reason under the table
+    assert "0.40" in text and "0.30 (reused) (cached)" in text and "0.40 (reused)" not in text
+    assert "identity variant" in text
     assert "99.98%" in text
 
     # every image link points at a file that exists
