@@ -94,8 +94,8 @@ def _ratio(paddle: Optional[float], torch: Optional[float]) -> Optional[float]:
 
 
 def summarize(samples: Dict[str, Dict[str, Dict[str, List]]]) -> Dict[str, Dict]:
-    """Per method: medians, ratio and every sample, from
-    ``{method: {framework: {"seconds": [...], "wall_seconds": [...], "errors": [...]}}}``."""
+    """Per method: medians, ratio, the largest peak memory and every sample, from
+    ``{method: {framework: {"seconds": [...], "wall_seconds": [...], "peak_rss_mb": [...], "errors": [...]}}}``."""
     summary: Dict[str, Dict] = {}
     for name, per_framework in samples.items():
         record: Dict = {}
@@ -106,6 +106,8 @@ def summarize(samples: Dict[str, Dict[str, Dict[str, List]]]) -> Dict[str, Dict]
             record[f"{framework}_seconds"] = _median(seconds)
             record[f"{framework}_samples"] = seconds
             record[f"{framework}_wall_seconds"] = list(data.get("wall_seconds", []))
+            peaks = list(data.get("peak_rss_mb", []))
+            record[f"{framework}_peak_rss_mb"] = max(peaks) if peaks else None
             errors.extend(f"{framework}: {error}" for error in data.get("errors", []))
         record["ratio"] = _ratio(record["paddle_seconds"], record["torch_seconds"])
         record["errors"] = errors
@@ -124,6 +126,10 @@ def _seconds(value: Optional[float]) -> str:
     if value >= 1:
         return f"{value:.2f}"
     return f"{value:.3f}"
+
+
+def _mib(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _ratio_text(value: Optional[float]) -> str:
@@ -191,15 +197,18 @@ def render_markdown(data: Dict) -> str:
         f"{settings['repeat']} per framework for the gradient and eigen methods, "
         f"{settings['heavy_repeat']} for the methods that rerun the network per channel (ScoreCAM, AblationCAM). "
         "paddle/torch is the ratio of the medians (above 1: the port is slower). "
+        "Peak MiB is the largest peak resident memory of a worker process (`ru_maxrss`: the interpreter, "
+        "the framework, the model and the `cam(...)` call together). "
         "Every sample and each process's wall time are in `bench.json`.",
         "",
-        "| method | paddle s | torch s | paddle/torch | samples |",
-        "|---|---:|---:|---:|---|",
+        "| method | paddle s | torch s | paddle/torch | paddle peak MiB | torch peak MiB | samples |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, record in data["methods"].items():
         lines.append(
             f"| {name} | {_seconds(record['paddle_seconds'])} | {_seconds(record['torch_seconds'])} "
-            f"| {_ratio_text(record['ratio'])} | {_samples_text(record)} |"
+            f"| {_ratio_text(record['ratio'])} | {_mib(record.get('paddle_peak_rss_mb'))} "
+            f"| {_mib(record.get('torch_peak_rss_mb'))} | {_samples_text(record)} |"
         )
     failed = {name: record["errors"] for name, record in data["methods"].items() if record.get("errors")}
     if failed:
@@ -359,8 +368,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optional[float], float, Optional[str]]:
-    """Run one worker; return (cam seconds or None, process wall seconds, error or None)."""
+def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optional[float], float, Optional[float], Optional[str]]:
+    """Run one worker; return (cam seconds or None, process wall seconds, peak RSS MiB or None, error or None)."""
     out_dir = Path(job.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     job_file = out_dir / "job.json"
@@ -378,20 +387,22 @@ def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optio
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             wall = time.perf_counter() - started
-            return None, wall, f"worker timed out after {timeout:g} s"
+            return None, wall, None, f"worker timed out after {timeout:g} s"
         except BaseException:  # KeyboardInterrupt: do not leave the worker running
             _kill_group(proc)
             raise
     wall = time.perf_counter() - started
     if returncode != 0:
         tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
-        return None, wall, f"worker exited with status {returncode}; its output ends: {tail}"
+        return None, wall, None, f"worker exited with status {returncode}; its output ends: {tail}"
     try:
         result = json.loads((out_dir / "result.json").read_text())
         seconds = float(result["cases"]["no_smooth"]["seconds"])
+        peak = result.get("peak_rss_mb")
+        peak = None if peak is None else float(peak)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return None, wall, f"worker result unreadable ({type(error).__name__}: {error})"
-    return seconds, wall, None
+        return None, wall, None, f"worker result unreadable ({type(error).__name__}: {error})"
+    return seconds, wall, peak, None
 
 
 def _load_average() -> Optional[List[float]]:
@@ -438,7 +449,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
 
     runs = schedule(args.methods, args.repeat, args.heavy_repeat)
     samples: Dict[str, Dict[str, Dict[str, List]]] = {
-        name: {framework: {"seconds": [], "wall_seconds": [], "errors": []} for framework in FRAMEWORKS}
+        name: {framework: {"seconds": [], "wall_seconds": [], "peak_rss_mb": [], "errors": []} for framework in FRAMEWORKS}
         for name in args.methods
     }
     env = _child_env(args.threads)
@@ -452,12 +463,15 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
                 paddle_weights=str(paddle_weights), dtype=args.dtype, device="cpu", threads=args.threads,
                 out_dir=str(Path(work) / f"{index:03d}-{framework}-{name}"), reuse_weights=False,
             )
-            seconds, wall, error = _run_one(job, env, args.timeout)
+            seconds, wall, peak, error = _run_one(job, env, args.timeout)
             record = samples[name][framework]
             record["wall_seconds"].append(wall)
             if error is None:
                 record["seconds"].append(seconds)
                 status = f"cam {seconds:.3f} s"
+                if peak is not None:
+                    record["peak_rss_mb"].append(peak)
+                    status += f", peak {peak:.0f} MiB"
             else:
                 record["errors"].append(error)
                 all_ok = False

@@ -52,8 +52,8 @@ def _fake_data(parity_run=None):
             "torch": {"seconds": [0.05, 0.15, 0.10], "wall_seconds": [5.0, 5.1, 5.2], "errors": []},
         },
         "scorecam": {
-            "paddle": {"seconds": [120.0], "wall_seconds": [130.0], "errors": []},
-            "torch": {"seconds": [240.0], "wall_seconds": [250.0], "errors": []},
+            "paddle": {"seconds": [120.0], "wall_seconds": [130.0], "peak_rss_mb": [1530.4], "errors": []},
+            "torch": {"seconds": [240.0], "wall_seconds": [250.0], "peak_rss_mb": [2811.6], "errors": []},
         },
         "eigencam": {
             "paddle": {"seconds": [], "wall_seconds": [3.0], "errors": ["worker exited with status 1; boom | bad"]},
@@ -101,12 +101,12 @@ def test_render_markdown_table_rows_per_method():
     rows = _table_rows(markdown)
     assert [row.split("|")[1].strip() for row in rows] == ["gradcam", "scorecam", "eigencam"]
     gradcam = [cell.strip() for cell in rows[0].split("|")[1:-1]]
-    assert gradcam == ["gradcam", "0.200", "0.100", "2.00×", "3 each"]
+    assert gradcam == ["gradcam", "0.200", "0.100", "2.00×", "—", "—", "3 each"]
     scorecam = [cell.strip() for cell in rows[1].split("|")[1:-1]]
-    assert scorecam == ["scorecam", "120", "240", "0.50×", "1 each"]
+    assert scorecam == ["scorecam", "120", "240", "0.50×", "1530", "2812", "1 each"]
     eigencam = [cell.strip() for cell in rows[2].split("|")[1:-1]]
-    assert eigencam == ["eigencam", "—", "0.500", "—", "paddle 0, torch 1 (1 failed)"]
-    assert "| method | paddle s | torch s | paddle/torch | samples |" in markdown
+    assert eigencam == ["eigencam", "—", "0.500", "—", "—", "—", "paddle 0, torch 1 (1 failed)"]
+    assert "| method | paddle s | torch s | paddle/torch | paddle peak MiB | torch peak MiB | samples |" in markdown
     assert "Fake CPU 9000 (2 cores)" in markdown
     assert "paddlepaddle 2.6.1" in markdown and "torch 2.3.0" in markdown and "grad-cam 1.5.7" in markdown
     assert "own fresh process, alternately" in markdown and "with 2 threads" in markdown
@@ -223,6 +223,8 @@ def test_smoke_run_gradcam(tmp_path, weights_pair, reference_image):
     # The process wall time includes imports and model loading, so it exceeds the CAM call.
     assert record["paddle_wall_seconds"][0] > record["paddle_seconds"]
     assert record["torch_wall_seconds"][0] > record["torch_seconds"]
+    # a ResNet50 worker holds at least its 100 MB of weights, and no machine here has a terabyte
+    assert 100 < record["paddle_peak_rss_mb"] < 1e6 and 100 < record["torch_peak_rss_mb"] < 1e6
     assert data["settings"]["image_size"] == [224, 224] and data["settings"]["target_layer"] == "layer4"
     assert data["machine"]["cores"] == os.cpu_count() and data["settings"]["threads"] == os.cpu_count()
     markdown = (out / "bench.md").read_text()
