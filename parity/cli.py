@@ -149,7 +149,7 @@ def _resolve_image(spec: Optional[str]):
     rgb, note = load_rgb_image(path)
     info = {"path": os.path.relpath(path, REPO_ROOT) if path.is_absolute() else str(path),
             "sha256": sha256_of(path), "note": note, "fallback": fallback, "size": list(rgb.shape[:2])}
-    return path.resolve(), rgb.shape[:2], info
+    return path.resolve(), info
 
 
 def _replace_all(out: Path, texts: Dict[str, str]) -> None:
@@ -213,7 +213,7 @@ def _run(args) -> int:
 
     out = Path(args.out)
     _check_device(args.device)
-    image, image_size, image_info = _resolve_image(args.image)
+    image, image_info = _resolve_image(args.image)
     torch_weights = resolve_weights(args.weights)
     try:
         paddle_weights = ensure_paddle_weights(torch_weights)
@@ -234,7 +234,7 @@ def _run(args) -> int:
     )
     config = make_config(
         profile=args.profile, dtype=args.dtype, out=out, image=image, image_sha256=image_info["sha256"],
-        image_size=image_size, torch_weights=torch_weights, paddle_weights=paddle_weights,
+        torch_weights=torch_weights, paddle_weights=paddle_weights,
         torch_weights_sha256=provenance["weights"]["torch_sha256"], methods=args.methods, smooths=args.smooth,
         device=args.device, jobs=args.jobs, target_category=args.target_category, use_cache=not args.no_cache,
         reuse_weights=not args.no_weight_reuse, case_timeout=args.case_timeout,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from parity.cache import ResultCache
 from parity.provenance import package_versions
@@ -20,7 +20,6 @@ def make_config(
     out: Path,
     image: Path,
     image_sha256: str,
-    image_size: Tuple[int, int],
     torch_weights: Path,
     paddle_weights: Path,
     torch_weights_sha256: str,
@@ -37,7 +36,7 @@ def make_config(
     cache_fields = dict(package_versions(), weights=torch_weights_sha256, image=image_sha256)
     return RunConfig(
         profile=PROFILES[profile], dtype=dtype, device=device, methods=list(methods or METHODS),
-        smooths=list(smooths or SMOOTH_MODES), image=Path(image), image_size=tuple(image_size),
+        smooths=list(smooths or SMOOTH_MODES), image=Path(image),
         torch_weights=Path(torch_weights), paddle_weights=Path(paddle_weights), cache_fields=cache_fields,
         out=Path(out), jobs=jobs, target_category=target_category, cache=ResultCache(enabled=use_cache),
         case_timeout=case_timeout, reuse_weights=reuse_weights, inject_fault=dict(inject_fault or {}),

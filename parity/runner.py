@@ -47,7 +47,6 @@ class RunConfig:
     methods: List[str]
     smooths: List[str]
     image: Path
-    image_size: Tuple[int, int]
     torch_weights: Path
     paddle_weights: Path
     cache_fields: Dict

@@ -33,7 +33,7 @@ def _case_record(case: Case, profile: str, dtype: str, shared_dir: Path, referen
     work = shared_dir / "parity-work" / group
     config = make_config(
         profile=profile, dtype=dtype, out=shared_dir / "parity-out" / f"{profile}-{dtype}",
-        image=reference_image, image_sha256=sha256_of(reference_image), image_size=(224, 224),
+        image=reference_image, image_sha256=sha256_of(reference_image),
         torch_weights=torch_weights, paddle_weights=paddle_weights, torch_weights_sha256=torch_sha,
         methods=[case.method], jobs=1,
     )

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 def _config(tmp_path: Path, profile: str = "full", **kwargs):
     defaults = dict(
         profile=profile, dtype="float32", out=tmp_path / "out", image=tmp_path / "img.png", image_sha256="0" * 64,
-        image_size=(224, 224), torch_weights=tmp_path / "w.pth", paddle_weights=tmp_path / "w.pdparams",
+        torch_weights=tmp_path / "w.pth", paddle_weights=tmp_path / "w.pdparams",
         torch_weights_sha256="1" * 64, use_cache=False,
     )
     defaults.update(kwargs)
