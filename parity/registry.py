@@ -31,7 +31,7 @@ class MethodSpec:
     cam_atol_float64: float
     tolerance_note: str
     # Seconds one augmentation variant takes on each side (full profile, both.png,
-    # 2 threads, this 2-core machine; reports/bench.md).  Only their proportions
+    # 2 threads, this 2-core machine; the medians in reports/bench.md).  Only their proportions
     # matter: the runner uses them to decide how many workers to run at once.
     torch_seconds: float = 1.0
     paddle_seconds: float = 1.0
@@ -86,14 +86,14 @@ _ABLATION_NOTE = (
 METHODS: Dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
-        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
-        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
-        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 269.0, 3.0),
-        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 238.0, 115.0),
-        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.3, 0.5),
-        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
-        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.4, 0.4),
+        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.21),
+        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.23),
+        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.34, 0.38),
+        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 197.0, 1.6),
+        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 188.0, 117.0),
+        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.29, 0.33),
+        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.55, 0.28),
+        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.32, 0.22),
     ]
 }
 
