@@ -133,7 +133,10 @@ def _mib(value: Optional[float]) -> str:
 
 
 def _ratio_text(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "—"
+    # two decimals would print AblationCAM's 0.0077 as 0.01, right on its target
+    return f"{value:.2g}×" if value < 0.1 else f"{value:.2f}×"
 
 
 def _duration(value: Optional[float]) -> str:

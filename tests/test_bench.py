@@ -115,6 +115,11 @@ def test_render_markdown_table_rows_per_method():
     assert "Load average" not in markdown  # not recorded in the fake data
 
 
+def test_small_ratios_keep_two_significant_digits():
+    assert bench._ratio_text(1.55 / 202) == "0.0077×"
+    assert bench._ratio_text(0.1) == "0.10×" and bench._ratio_text(1.126) == "1.13×" and bench._ratio_text(None) == "—"
+
+
 def test_render_markdown_mentions_a_busy_machine():
     data = _fake_data()
     data["machine"].update(load_average_before=[0.1, 0.2, 0.3], load_average_after=[0.4, 0.2, 0.3])
