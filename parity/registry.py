@@ -86,14 +86,14 @@ _ABLATION_NOTE = (
 METHODS: Dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
-        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.21),
-        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.23),
-        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.34, 0.38),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 197.0, 1.6),
-        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 188.0, 117.0),
-        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.29, 0.33),
-        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.55, 0.28),
-        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.32, 0.22),
+        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.22),
+        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.22),
+        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.23),
+        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55),
+        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 200.0, 133.0),
+        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.28, 0.26),
+        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.53, 0.26),
+        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.27),
     ]
 }
 
