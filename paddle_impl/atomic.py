@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -16,23 +17,27 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it.
+
+    The temporary file has ``path``'s own name, inside a hidden temporary
+    directory beside it: some writers record the name they write to
+    (``torch.save`` names its zip archive's root after it), and a random
+    name would make the same content give different bytes on every write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600; give the file the mode a plain open() would.
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = staging / path.name
+    # mkdtemp creates 0700; the file itself gets the mode a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
+        tmp.touch(mode=0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_with(path: PathLike, writer: Callable[[Path], None]) -> Path:

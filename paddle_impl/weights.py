@@ -32,6 +32,8 @@ __all__ = [
     "ensure_default_weights",
     "resolve_weights",
     "ensure_paddle_weights",
+    "state_dict_identity",
+    "weights_identity",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,27 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def state_dict_identity(state: Mapping[str, np.ndarray]) -> str:
+    """A digest of what a state dict *holds*: sorted names, dtypes, shapes and bytes.
+
+    Two files with the same tensors get the same identity however they were
+    written (file name, pickle protocol, zip layout), so the identity, not the
+    file's sha256, keys cached upstream results and names the weights in a
+    report.
+    """
+    digest = hashlib.sha256(b"paddle-gradcam-parity state dict v1\n")
+    for name in sorted(state):
+        array = np.asarray(state[name])
+        array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        digest.update(f"{name}\0{array.dtype.str}\0{list(array.shape)}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _identity_sidecar(converted: Path) -> Path:
+    return converted.with_name(converted.stem + ".identity")
 
 
 def _check_readable_file(path: Path, what: str) -> None:
@@ -219,20 +242,40 @@ def resolve_weights(spec: str, directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
 
 def convert_file(torch_path: Path, paddle_path: Path) -> Path:
     """Convert a torchvision ``.pth`` into a Paddle ``.pdparams`` (atomically, with sha256)."""
+    return _convert(load_torch_state_dict(torch_path), Path(paddle_path))
+
+
+def _convert(torch_state: Mapping[str, np.ndarray], paddle_path: Path) -> Path:
     import paddle
 
-    converted = torch_to_paddle_state_dict(load_torch_state_dict(torch_path), paddle_resnet50_shapes())
-    return _write_with_sha(Path(paddle_path), lambda tmp: paddle.save(converted, str(tmp)))
+    converted = torch_to_paddle_state_dict(torch_state, paddle_resnet50_shapes())
+    return _write_with_sha(paddle_path, lambda tmp: paddle.save(converted, str(tmp)))
+
+
+def _converted_path(torch_path: Path, directory: Path) -> Path:
+    return Path(directory) / "converted" / f"{torch_path.stem}-{sha256_of(torch_path)[:16]}.pdparams"
 
 
 def ensure_paddle_weights(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
-    """The Paddle conversion of ``torch_path``, cached by the source's sha256."""
+    """The Paddle conversion of ``torch_path``, cached by the source's sha256.
+
+    The source's content identity (``state_dict_identity``) is written beside
+    the conversion, so ``weights_identity`` need not load the file again.
+    """
     torch_path = Path(torch_path)
-    digest = sha256_of(torch_path)
-    paddle_path = Path(directory) / "converted" / f"{torch_path.stem}-{digest[:16]}.pdparams"
-    if not paddle_path.exists():
-        convert_file(torch_path, paddle_path)
+    paddle_path = _converted_path(torch_path, directory)
+    if not (paddle_path.exists() and _identity_sidecar(paddle_path).exists()):
+        torch_state = load_torch_state_dict(torch_path)
+        if not paddle_path.exists():
+            _convert(torch_state, paddle_path)
+        write_text(_identity_sidecar(paddle_path), state_dict_identity(torch_state) + "\n")
     return paddle_path
+
+
+def weights_identity(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR) -> str:
+    """The content identity of a torchvision ``.pth`` (see ``state_dict_identity``)."""
+    sidecar = _identity_sidecar(ensure_paddle_weights(torch_path, directory))
+    return sidecar.read_text().strip()
 
 
 def load_paddle_state_dict(path: Path) -> Dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import paddle
 
-__all__ = ["preprocess_image", "deprocess_image", "show_cam_on_image", "scale_cam_image"]
+__all__ = ["preprocess_image", "deprocess_image", "show_cam_on_image", "scale_cam_image", "scale_accross_batch_and_channels"]
 
 
 def preprocess_image(
@@ -72,17 +72,34 @@ def show_cam_on_image(
     return np.uint8(255 * cam)
 
 
-def scale_cam_image(cam: np.ndarray, target_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """Min-max scale each map of ``cam`` to [0, 1], optionally resizing to (W, H).
+def scale_cam_image(cam: np.ndarray, target_size: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    """Min-max scale each map of ``cam`` to [0, 1], optionally resizing to (W, H) or (D, W, H).
 
     Like upstream, the resize runs on a float32 copy and the result is float32
     whatever the input dtype, so a float64 pipeline ends in float32 here too.
+    2-D maps are resized with ``cv2.resize``; 3-D maps (volumes) with
+    ``scipy.ndimage.zoom``, as upstream does.
     """
     result = []
     for img in cam:
         img = img - np.min(img)
         img = img / (1e-7 + np.max(img))
         if target_size is not None:
-            img = cv2.resize(np.float32(img), target_size)
+            if img.ndim > 2:
+                from scipy.ndimage import zoom
+
+                img = zoom(np.float32(img), [t / i for i, t in zip(img.shape, target_size[::-1])])
+            else:
+                img = cv2.resize(np.float32(img), target_size)
         result.append(img)
     return np.float32(result)
+
+
+def scale_accross_batch_and_channels(tensor: np.ndarray, target_size: Tuple[int, int]) -> np.ndarray:
+    """``scale_cam_image`` on every (batch, channel) map of a (B, C, H, W) array; returns (B, C, H', W').
+
+    The name keeps upstream's spelling so code written against upstream finds it.
+    """
+    batch_size, channel_size = tensor.shape[:2]
+    flat = tensor.reshape(batch_size * channel_size, *tensor.shape[2:])
+    return scale_cam_image(flat, target_size).reshape(batch_size, channel_size, target_size[1], target_size[0])
