@@ -1,8 +1,22 @@
 """``BaseCAM``: hooks, target selection, ReLU, scaling, layer aggregation and smoothing.
 
-A method subclasses it and overrides ``get_cam_weights`` (channel weights,
-combined as ``sum_k w_k A_k``) or ``get_cam_image`` (any other map).  The
-post-processing is numpy, step for step as ``pytorch_grad_cam.base_cam``.
+Port of ``pytorch_grad_cam/base_cam.py`` (grad-cam 1.5.7).  A method
+subclasses it and overrides ``get_cam_weights`` (channel weights, combined as
+``sum_k w_k A_k``) or ``get_cam_image`` (any other map).  The post-processing
+is numpy, step for step as upstream's.
+
+Upstream's two graph options are kept:
+
+* ``compute_input_gradient``: the input becomes a leaf that asks for a
+  gradient, and ``input_tensor.grad`` is filled by the backward pass
+  (FullGrad reads it).  The graph then reaches the input, so the target-layer
+  re-rooting of ``ActivationsAndGradients`` does not happen.
+* ``detach=False``: activations and gradients stay graph tensors, the
+  gradients are taken with ``create_graph=True`` and the forward pass runs
+  under ``second_order_graph`` (ShapleyCAM differentiates the gradients again).
+
+With the defaults (``compute_input_gradient=False, detach=True``) the forward
+and backward passes are exactly those of the eight original methods.
 """
 from __future__ import annotations
 
@@ -12,7 +26,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from paddle_impl.activations_and_gradients import ActivationsAndGradients, frozen_parameters
+from paddle_impl.activations_and_gradients import ActivationsAndGradients, frozen_parameters, second_order_graph
 from paddle_impl.augmentation import AUG_SMOOTH_VARIANTS, AugmentationVariant
 from paddle_impl.utils.image import scale_cam_image
 from paddle_impl.utils.model_targets import ClassifierOutputTarget
@@ -21,22 +35,34 @@ from paddle_impl.utils.svd_on_activations import get_2d_projection
 __all__ = ["BaseCAM"]
 
 
+def _argmax_targets(logits: np.ndarray) -> List[Callable]:
+    """Upstream's default: explain each image's highest logit."""
+    return [ClassifierOutputTarget(category) for category in np.argmax(logits, axis=-1)]
+
+
 class BaseCAM:
+    """The CAM pipeline shared by every method; see the module docstring."""
+
     def __init__(
         self,
         model: paddle.nn.Layer,
         target_layers: List[paddle.nn.Layer],
         reshape_transform: Optional[Callable] = None,
+        compute_input_gradient: bool = False,
         uses_gradients: bool = True,
         tta_transforms: Optional[Sequence[AugmentationVariant]] = None,
+        detach: bool = True,
     ) -> None:
+        """Hook ``target_layers`` of ``model`` (put in eval mode); the arguments are upstream's, in its order."""
         self.model = model
         self.model.eval()
         self.target_layers = target_layers
         self.reshape_transform = reshape_transform
+        self.compute_input_gradient = compute_input_gradient
         self.uses_gradients = uses_gradients
         self.tta_transforms = list(AUG_SMOOTH_VARIANTS if tta_transforms is None else tta_transforms)
-        self.activations_and_grads = ActivationsAndGradients(model, target_layers, reshape_transform)
+        self.detach = detach
+        self.activations_and_grads = ActivationsAndGradients(model, target_layers, reshape_transform, detach)
         self.outputs: Optional[paddle.Tensor] = None
 
     # -- what a method overrides -------------------------------------------------
@@ -48,6 +74,7 @@ class BaseCAM:
         activations: np.ndarray,
         grads: Optional[np.ndarray],
     ) -> np.ndarray:
+        """(B, C) channel weights ``w_k``; a method either overrides this or ``get_cam_image``."""
         raise NotImplementedError("a CAM method overrides get_cam_weights or get_cam_image")
 
     def get_cam_image(
@@ -59,7 +86,14 @@ class BaseCAM:
         grads: Optional[np.ndarray],
         eigen_smooth: bool = False,
     ) -> np.ndarray:
+        """The raw map ``sum_k w_k A_k`` (or its first principal component with ``eigen_smooth``), before ReLU.
+
+        With ``detach=False`` the weights see the graph tensors and the map
+        is built from their values, as upstream does.
+        """
         weights = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+        if isinstance(activations, paddle.Tensor):
+            activations = activations.detach().numpy()
         if activations.ndim != 4:
             raise ValueError(f"expected (B, C, H, W) activations, got shape {activations.shape}")
         weighted_activations = weights[:, :, None, None] * activations
@@ -71,21 +105,51 @@ class BaseCAM:
     def forward(
         self, input_tensor: paddle.Tensor, targets: Optional[List[Callable]], eigen_smooth: bool = False
     ) -> np.ndarray:
-        grad_scope = frozen_parameters(self.model) if self.uses_gradients else paddle.no_grad()
-        with grad_scope:
-            outputs = self.activations_and_grads(input_tensor, capture_gradients=self.uses_gradients)
-            self.outputs = outputs
-            if targets is None:
-                target_categories = np.argmax(outputs.numpy(), axis=-1)
-                targets = [ClassifierOutputTarget(category) for category in target_categories]
-            if self.uses_gradients:
-                loss = sum([target(output) for target, output in zip(targets, outputs)])
-                loss.backward()
+        """One pass: forward, backward (gradient methods), a CAM per target layer, their aggregate."""
+        input_tensor, targets = self.forward_and_backward(input_tensor, targets)
         cam_per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
         return self.aggregate_multi_layers(cam_per_layer)
 
+    def forward_and_backward(
+        self,
+        input_tensor: paddle.Tensor,
+        targets: Optional[List[Callable]],
+        default_targets: Callable[[np.ndarray], List[Callable]] = _argmax_targets,
+    ) -> Tuple[paddle.Tensor, List[Callable]]:
+        """Run the model, choose targets if none are given, and backpropagate their summed score.
+
+        Returns the input tensor the CAM should read (with
+        ``compute_input_gradient`` a fresh leaf whose ``.grad`` holds
+        d score / d input; the caller's tensor is left alone) and the targets.
+        ``default_targets`` maps the (B, classes) logits to targets when
+        ``targets`` is None (upstream: the argmax); a wrapper that picks its
+        targets from the same pass (FinerCAM) passes its own.
+        """
+        if self.compute_input_gradient and self.detach:
+            # With detach=False upstream takes the input gradient with autograd.grad and
+            # discards it, so only the detach=True path needs the input in the graph.
+            input_tensor = input_tensor.detach()
+            input_tensor.stop_gradient = False
+        grad_scope = frozen_parameters(self.model) if self.uses_gradients else paddle.no_grad()
+        graph_scope = (
+            second_order_graph(self.model) if self.uses_gradients and not self.detach else contextlib.nullcontext()
+        )
+        with grad_scope, graph_scope:
+            outputs = self.activations_and_grads(input_tensor, capture_gradients=self.uses_gradients)
+            self.outputs = outputs
+            if targets is None:
+                targets = default_targets(outputs.numpy())
+            if self.uses_gradients:
+                loss = sum([target(output) for target, output in zip(targets, outputs)])
+                if self.detach:
+                    loss.backward()
+                else:
+                    self.activations_and_grads.second_order_gradients(loss)
+        return input_tensor, targets
+
     @staticmethod
     def get_target_width_height(input_tensor: paddle.Tensor) -> Tuple[int, int]:
+        """(width, height) of an (N, C, H, W) input, the size every CAM is resized to."""
         if len(input_tensor.shape) != 4:
             raise ValueError(f"expected an (N, C, H, W) input, got shape {list(input_tensor.shape)}")
         return int(input_tensor.shape[-1]), int(input_tensor.shape[-2])
@@ -93,8 +157,13 @@ class BaseCAM:
     def compute_cam_per_layer(
         self, input_tensor: paddle.Tensor, targets: List[Callable], eigen_smooth: bool
     ) -> List[np.ndarray]:
-        activations_list = [a.numpy() for a in self.activations_and_grads.activations]
-        grads_list = [g.numpy() for g in self.activations_and_grads.gradients]
+        """Per target layer: the raw CAM, ReLU, min-max scaled and resized -> list of (B, 1, H, W)."""
+        if self.detach:
+            activations_list = [a.numpy() for a in self.activations_and_grads.activations]
+            grads_list = [g.numpy() for g in self.activations_and_grads.gradients]
+        else:
+            activations_list = list(self.activations_and_grads.activations)
+            grads_list = list(self.activations_and_grads.gradients)
         target_size = self.get_target_width_height(input_tensor)
 
         cam_per_target_layer = []
@@ -108,6 +177,7 @@ class BaseCAM:
         return cam_per_target_layer
 
     def aggregate_multi_layers(self, cam_per_target_layer: List[np.ndarray]) -> np.ndarray:
+        """Mean over layers of the ReLU'd per-layer CAMs, min-max scaled -> (B, H, W) float32."""
         stacked = np.concatenate(cam_per_target_layer, axis=1)
         stacked = np.maximum(stacked, 0)
         return scale_cam_image(np.mean(stacked, axis=1))
@@ -115,6 +185,7 @@ class BaseCAM:
     def forward_augmentation_smoothing(
         self, input_tensor: paddle.Tensor, targets: Optional[List[Callable]], eigen_smooth: bool = False
     ) -> np.ndarray:
+        """``aug_smooth``: mean of the CAMs of the six flip x brightness variants, each mapped back."""
         cams = []
         for variant in self.tta_transforms:
             cam = self.forward(variant.augment_image(input_tensor), targets, eigen_smooth)
@@ -128,12 +199,14 @@ class BaseCAM:
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
+        """``cam(input_tensor=..., targets=..., aug_smooth=..., eigen_smooth=...)`` -> (B, H, W) float32 in [0, 1]."""
         if aug_smooth is True:
             return self.forward_augmentation_smoothing(input_tensor, targets, eigen_smooth)
         return self.forward(input_tensor, targets, eigen_smooth)
 
     # -- hook lifetime ------------------------------------------------------------
     def release(self) -> None:
+        """Remove the hooks and drop what they stored."""
         self.activations_and_grads.release()
 
     def __del__(self) -> None:

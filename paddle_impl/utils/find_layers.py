@@ -1,11 +1,23 @@
-"""Swap sub-layers of a Paddle model in place (used by AblationCAM and guided backprop)."""
+"""Find and swap sub-layers of a Paddle model.
+
+Port of ``pytorch_grad_cam/utils/find_layers.py`` (grad-cam 1.5.7): the swap
+helpers serve AblationCAM and guided backprop, the finders FullGrad.  Layers
+are visited in registration order (``_sub_layers``), depth first, as upstream
+walks ``_modules``, so a finder lists layers in the same order as upstream on
+a model whose layers are registered in the same order.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, List
 
 import paddle
 
-__all__ = ["replace_layer_recursive", "replace_all_layer_type_recursive"]
+__all__ = [
+    "replace_layer_recursive",
+    "replace_all_layer_type_recursive",
+    "find_layer_types_recursive",
+    "find_layer_predicate_recursive",
+]
 
 
 def replace_layer_recursive(model: paddle.nn.Layer, old_layer: paddle.nn.Layer, new_layer: paddle.nn.Layer) -> bool:
@@ -28,3 +40,26 @@ def replace_all_layer_type_recursive(
             model._sub_layers[name] = make_new_layer()
         elif layer is not None:
             replace_all_layer_type_recursive(layer, old_layer_type, make_new_layer)
+
+
+def find_layer_types_recursive(model: paddle.nn.Layer, layer_types: Iterable[type]) -> List[paddle.nn.Layer]:
+    """Every sub-layer whose type is exactly one of ``layer_types`` (subclasses do not count, as upstream)."""
+    layer_types = tuple(layer_types)
+    return find_layer_predicate_recursive(model, lambda layer: type(layer) in layer_types)
+
+
+def find_layer_predicate_recursive(
+    model: paddle.nn.Layer, predicate: Callable[[paddle.nn.Layer], bool]
+) -> List[paddle.nn.Layer]:
+    """Every sub-layer, at any depth and depth first, for which ``predicate`` holds.
+
+    A match's own sub-layers are searched too, as upstream does.
+    """
+    found = []
+    for layer in model._sub_layers.values():
+        if layer is None:
+            continue
+        if predicate(layer):
+            found.append(layer)
+        found.extend(find_layer_predicate_recursive(layer, predicate))
+    return found
