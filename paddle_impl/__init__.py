@@ -17,19 +17,33 @@ import importlib
 _EXPORTS = {
     "AblationCAM": "paddle_impl.ablation_cam",
     "AblationLayer": "paddle_impl.ablation_layer",
+    "AblationLayerVit": "paddle_impl.ablation_layer",
     "ActivationsAndGradients": "paddle_impl.activations_and_gradients",
     "BaseCAM": "paddle_impl.base_cam",
+    "DeepFeatureFactorization": "paddle_impl.feature_factorization.deep_feature_factorization",
     "EigenCAM": "paddle_impl.eigen_cam",
     "EigenGradCAM": "paddle_impl.eigen_grad_cam",
+    "FEM": "paddle_impl.fem",
+    "FinerCAM": "paddle_impl.finer_cam",
+    "FullGrad": "paddle_impl.fullgrad_cam",
     "GradCAM": "paddle_impl.grad_cam",
+    "GradCAMElementWise": "paddle_impl.grad_cam_elementwise",
     "GradCAMPlusPlus": "paddle_impl.grad_cam_plusplus",
     "GuidedBackpropReLUModel": "paddle_impl.guided_backprop",
+    "HiResCAM": "paddle_impl.hirescam",
+    "KPCA_CAM": "paddle_impl.kpca_cam",
     "LayerCAM": "paddle_impl.layer_cam",
+    "RandomCAM": "paddle_impl.random_cam",
+    "RefineCAM": "paddle_impl.refine_cam",
     "ScoreCAM": "paddle_impl.score_cam",
+    "SegEigenCAM": "paddle_impl.seg_eigen_cam",
+    "SESS": "paddle_impl.sess",
+    "ShapleyCAM": "paddle_impl.shapley_cam",
     "XGradCAM": "paddle_impl.xgrad_cam",
+    "run_dff_on_image": "paddle_impl.feature_factorization.deep_feature_factorization",
 }
 
-__all__ = sorted(_EXPORTS) + ["utils"]
+__all__ = sorted(_EXPORTS) + ["metrics", "utils"]
 
 
 def __getattr__(name: str):
@@ -37,8 +51,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name == "utils":
-        return importlib.import_module("paddle_impl.utils")
+    if name in ("metrics", "utils"):
+        return importlib.import_module(f"paddle_impl.{name}")
     raise AttributeError(f"module 'paddle_impl' has no attribute {name!r}")
 
 

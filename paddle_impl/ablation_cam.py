@@ -37,12 +37,14 @@ class _PassThrough(paddle.nn.Layer):
 
 
 def _layers_run_before(model: paddle.nn.Layer, target_layer: paddle.nn.Layer, input_tensor: paddle.Tensor):
-    """(parent, name) of every sub-layer that finishes before ``target_layer`` starts and is not its ancestor.
+    """(parent, name) of every sub-layer that finishes before ``target_layer`` starts and is not its ancestor,
+    and the target layer's raw output (before any reshape transform).
 
     Found by one traced forward pass; only the outermost such layers are kept.
     """
     finished: List[paddle.nn.Layer] = []
     started = {"target": False}
+    target_output = {}
     handles = []
 
     def on_pre(layer, inputs):
@@ -50,6 +52,8 @@ def _layers_run_before(model: paddle.nn.Layer, target_layer: paddle.nn.Layer, in
             started["target"] = True
 
     def on_post(layer, inputs, output):
+        if layer is target_layer:
+            target_output["value"] = output
         if not started["target"]:
             finished.append(layer)
 
@@ -76,7 +80,7 @@ def _layers_run_before(model: paddle.nn.Layer, target_layer: paddle.nn.Layer, in
                 visit(child)
 
     visit(model)
-    return slots
+    return slots, target_output["value"].numpy()
 
 
 class AblationCAM(BaseCAM):
@@ -121,9 +125,12 @@ class AblationCAM(BaseCAM):
         original_scores = np.float32([target(output).item() for target, output in zip(targets, self.outputs)])
         number_of_channels = activations.shape[1]
         weights: List[float] = []
-        earlier_slots = _layers_run_before(self.model, target_layer, input_tensor)
+        # The ablation layer stands in for the target layer, so it is fed the layer's raw
+        # output, as upstream does; ``activations`` went through the reshape transform
+        # (for a ViT that drops the class token, which the later layers read).
+        earlier_slots, raw_activations = _layers_run_before(self.model, target_layer, input_tensor)
         with paddle.no_grad(), self._ablating(target_layer, earlier_slots):
-            self.shortcut_used = self._shortcut_reproduces(input_tensor, activations)
+            self.shortcut_used = self._shortcut_reproduces(input_tensor, raw_activations)
         with paddle.no_grad(), self._ablating(target_layer, earlier_slots if self.shortcut_used else []):
             for batch_index, target in enumerate(targets):
                 channels = self.ablation_layer.activations_to_be_ablated(
@@ -134,7 +141,7 @@ class AblationCAM(BaseCAM):
                 starts = range(0, len(channels), self.batch_size)
                 for start in progress(starts, desc="AblationCAM", unit="batch"):
                     batch_channels = channels[start : start + self.batch_size]
-                    self.ablation_layer.set_next_batch(activations[batch_index], batch_channels)
+                    self.ablation_layer.set_next_batch(raw_activations[batch_index], batch_channels)
                     runner_input = one_image if self.shortcut_used else paddle.expand(
                         one_image, [len(batch_channels)] + list(one_image.shape[1:])
                     )

@@ -12,7 +12,7 @@ import paddle
 
 from paddle_impl.utils.svd_on_activations import get_2d_projection
 
-__all__ = ["AblationLayer", "ablation_values"]
+__all__ = ["AblationLayer", "AblationLayerVit", "ablation_values"]
 
 ABLATION_OFFSET = 1e7
 
@@ -81,3 +81,43 @@ class AblationLayer(paddle.nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.activations
+
+
+class AblationLayerVit(AblationLayer):
+    """The ablation stand-in for transformer layers, whose output is tokens with the channels last.
+
+    Same method as ``AblationLayer`` (Ablation-CAM, Desai & Ramaswamy, WACV
+    2020: ``w_k = (y^c - y^c_k) / y^c`` with channel k of the target layer
+    ablated), for a target layer whose output is (B, tokens, C) or
+    (B, H, W, C).  A channel is ablated in *every* token, the class token
+    included, with the same running-minimum values as ``AblationLayer``
+    (see ``ablation_values``); upstream's ``AblationLayerVit`` in
+    ``pytorch_grad_cam/ablation_layer.py`` does the same by moving the
+    channel axis next to the batch axis and back.
+
+    ``activations_to_be_ablated`` is inherited: it chooses channels from the
+    reshape-transformed (C, h, w) activations, as upstream does.
+    ``set_next_batch`` instead needs the target layer's *raw* output for the
+    sample, because the reshape transform drops the class token, and the
+    layers after the target read it.
+    """
+
+    def set_next_batch(self, sample_activations: np.ndarray, channels: np.ndarray) -> None:
+        """Prepare ``len(channels)`` copies of one sample's raw tokens, copy i with channel ``channels[i]`` ablated.
+
+        ``sample_activations`` is the target layer's output for one sample,
+        channels last: (tokens, C) or (H, W, C).
+        """
+        if len(channels) and int(np.max(channels)) >= sample_activations.shape[-1]:
+            raise ValueError(
+                f"AblationLayerVit got channel {int(np.max(channels))} for activations of shape "
+                f"{sample_activations.shape}, whose last (channel) axis is shorter: it needs the target "
+                "layer's raw output for one sample, channels last, not reshape-transformed (C, h, w) maps, "
+                "which have lost the class token that the layers after the target read"
+            )
+        count = len(channels)
+        batch = np.repeat(sample_activations[None], count, axis=0)
+        values = ablation_values(sample_activations.min(), count)
+        channels_first = np.moveaxis(batch, -1, 1)
+        channels_first[np.arange(count), np.asarray(channels)] = values.reshape((count,) + (1,) * (batch.ndim - 2))
+        self.activations = paddle.to_tensor(batch)

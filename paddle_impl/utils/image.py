@@ -6,13 +6,21 @@ parity harness compares the uint8 overlays byte for byte.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import paddle
 
-__all__ = ["preprocess_image", "deprocess_image", "show_cam_on_image", "scale_cam_image", "scale_accross_batch_and_channels"]
+__all__ = [
+    "preprocess_image",
+    "deprocess_image",
+    "show_cam_on_image",
+    "scale_cam_image",
+    "scale_accross_batch_and_channels",
+    "create_labels_legend",
+    "show_factorization_on_image",
+]
 
 
 def preprocess_image(
@@ -103,3 +111,101 @@ def scale_accross_batch_and_channels(tensor: np.ndarray, target_size: Tuple[int,
     batch_size, channel_size = tensor.shape[:2]
     flat = tensor.reshape(batch_size * channel_size, *tensor.shape[2:])
     return scale_cam_image(flat, target_size).reshape(batch_size, channel_size, target_size[1], target_size[0])
+
+
+def create_labels_legend(concept_scores: np.ndarray, labels: Dict[int, str], top_k: int = 2) -> List[str]:
+    """One legend string per concept: its ``top_k`` categories as ``"label:score"`` lines, best first.
+
+    ``concept_scores`` is (concepts, categories); a label keeps at most its
+    first three comma-separated names, and scores are printed with two
+    decimals, as upstream's ``create_labels_legend``.
+    """
+    best_first = np.argsort(concept_scores, axis=1)[:, ::-1][:, :top_k]
+    legend = []
+    for concept, categories in enumerate(best_first):
+        lines = []
+        for category in categories:
+            name = ",".join(labels[category].split(",")[:3])
+            lines.append(f"{name}:{concept_scores[concept, category]:.2f}")
+        legend.append("\n".join(lines))
+    return legend
+
+
+def _default_concept_colors(n_components: int) -> List[np.ndarray]:
+    """RGBA colours spread over matplotlib's ``gist_rainbow``, as upstream picks them.
+
+    Upstream asks ``plt.cm.get_cmap``, which matplotlib 3.9 removed; the
+    colormap registry returns the same colormap.  ``np.arange`` may yield one
+    colour more than needed (e.g. for 3 components); only the first
+    ``n_components`` are used.
+    """
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gist_rainbow"]
+    return [np.array(cmap(i)) for i in np.arange(0, 1, 1.0 / n_components)]
+
+
+def show_factorization_on_image(
+    img: np.ndarray,
+    explanations: np.ndarray,
+    colors: Optional[List[np.ndarray]] = None,
+    image_weight: float = 0.5,
+    concept_labels: Optional[list] = None,
+) -> np.ndarray:
+    """Colour each pixel by the concept whose heatmap is strongest there, over ``img``; optionally add a legend.
+
+    Deep Feature Factorization (https://arxiv.org/abs/1806.10206) explains an
+    image with k concept heatmaps E_k.  Pixel x gets concept
+    ``k* = argmax_k E_k(x)``, drawn in that concept's colour with HSV value
+    ``uint8(255 * E_k*(x))``; the result is
+    ``uint8(255 * (image_weight * img + (1 - image_weight) * colours))``.
+
+    ``img`` is RGB float in [0, 1]; ``explanations`` is (k, H, W) in [0, 1].
+    Like upstream, the non-winning pixels of ``explanations`` are set to 0
+    *in place*.  With ``concept_labels``, a matplotlib legend of the same
+    height is rendered and appended on the right (``matplotlib`` must have a
+    canvas with ``buffer_rgba``, e.g. the Agg backend); like upstream this
+    sets ``plt.rcParams['legend.fontsize']``.
+    """
+    n_components = explanations.shape[0]
+    if colors is None:
+        colors = _default_concept_colors(n_components)
+    concept_per_pixel = explanations.argmax(axis=0)
+    masks = []
+    for i in range(n_components):
+        mask = np.zeros(shape=(img.shape[0], img.shape[1], 3))
+        mask[:, :, :] = colors[i][:3]
+        explanation = explanations[i]
+        explanation[concept_per_pixel != i] = 0
+        # The concept's hue and saturation, with its heatmap as the brightness.
+        mask = cv2.cvtColor(np.uint8(mask * 255), cv2.COLOR_RGB2HSV)
+        mask[:, :, 2] = np.uint8(255 * explanation)
+        mask = cv2.cvtColor(mask, cv2.COLOR_HSV2RGB)
+        masks.append(np.float32(mask) / 255)
+
+    mask = np.sum(np.float32(masks), axis=0)
+    result = np.uint8((img * image_weight + mask * (1 - image_weight)) * 255)
+
+    if concept_labels is not None:
+        result = np.hstack((result, _render_legend(result.shape[:2], colors, n_components, concept_labels)))
+    return result
+
+
+def _render_legend(size: Tuple[int, int], colors, n_components: int, concept_labels: list) -> np.ndarray:
+    """An RGB uint8 legend image of ``size`` (H, W), drawn with the same matplotlib calls as upstream."""
+    from matplotlib import pyplot as plt
+    from matplotlib.lines import Line2D
+
+    height, width = size
+    pixel = 1 / plt.rcParams["figure.dpi"]
+    fig = plt.figure(figsize=(width * pixel, height * pixel))
+    plt.rcParams["legend.fontsize"] = int(14 * height / 256 / max(1, n_components / 6))
+    line_width = 5 * height / 256
+    lines = [Line2D([0], [0], color=colors[i], lw=line_width) for i in range(n_components)]
+    plt.legend(lines, concept_labels, mode="expand", fancybox=True, shadow=True)
+    plt.tight_layout(pad=0, w_pad=0, h_pad=0)
+    plt.axis("off")
+    fig.canvas.draw()
+    data = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig=fig)
+    return cv2.resize(data, (width, height))
