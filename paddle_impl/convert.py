@@ -1,14 +1,19 @@
-"""Convert a torchvision ResNet50 state dict (``.pth``) into Paddle's ``.pdparams``.
+"""Convert a torchvision state dict (``.pth``) into Paddle's ``.pdparams`` for a model-zoo architecture.
 
-    python -m paddle_impl.convert IN.pth OUT.pdparams [--debug]
+    python -m paddle_impl.convert [--arch NAME] IN.pth OUT.pdparams [--debug]
 
-Keys are renamed (``running_mean`` -> ``_mean``, ``running_var`` ->
-``_variance``), ``fc.weight`` is transposed, ``num_batches_tracked`` is
-dropped, and every key and shape is checked against Paddle's ResNet50.  The
-input is read with ``torch.load(weights_only=True)``, so a pickle that would
-run code is refused.  OUT is written atomically (with ``OUT.sha256`` beside
-it): on any error nothing is written there.  Problems are one line on stderr
-and exit status 2.
+``--arch`` defaults to ``resnet50``.  The transfer follows the architecture's
+rule in :mod:`paddle_impl.model_zoo`: batch-norm renames (``running_mean`` ->
+``_mean``, ``running_var`` -> ``_variance``, ``num_batches_tracked`` dropped)
+and, where paddle.vision names its layers differently, pairing by execution
+order; Linear weights (found by layer type) are transposed.  Every key and
+shape is checked on both sides, and the result is written only after a
+forward pass shows the two models' float32 logits agree within
+``1e-4 * max|torch logits|``; otherwise the first layer whose outputs differ
+is named.  The input is read with ``torch.load(weights_only=True)``, so a
+pickle that would run code is refused.  OUT is written atomically (with
+``OUT.sha256`` beside it): on any error nothing is written there.  Problems
+are one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -21,27 +26,55 @@ from typing import List, Optional
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from paddle_impl.model_zoo import ARCHS, DEFAULT_ARCH  # noqa: E402
 
 PROG = "python -m paddle_impl.convert"
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+
+def _arch_table() -> str:
+    rules = {"name": "names (after batch-norm renames)", "execution_order": "execution-order pairing"}
+    lines = ["architectures (--arch) and how their weights transfer:"]
+    for spec in ARCHS.values():
+        note = "  [paddle.vision's model differs: refused]" if spec.known_difference else ""
+        lines.append(f"  {spec.name:<20} {rules[spec.transfer]}{note}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, with the architectures and their transfer rules in ``--help``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Convert a torchvision ResNet50 state dict (.pth, torch.save) into a Paddle .pdparams file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Convert a torchvision state dict (.pth, torch.save) into a Paddle .pdparams file for the\n"
+            "matching paddle.vision.models architecture. Every key and shape is checked, Linear weights are\n"
+            "transposed, and OUT is written (atomically, with OUT.sha256) only after a forward pass shows\n"
+            "both models give the same logits (float32, within 1e-4 * max|torch logits|); otherwise the first\n"
+            "layer whose outputs differ is named. Errors are one line on stderr, exit status 2."
+        ),
+        epilog=_arch_table(),
     )
-    parser.add_argument("input", metavar="IN.pth", help="torchvision ResNet50 state dict saved with torch.save")
+    parser.add_argument("input", metavar="IN.pth", help="torchvision state dict saved with torch.save")
     parser.add_argument("output", metavar="OUT.pdparams", help="Paddle state dict to write (atomically)")
+    parser.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        metavar="NAME",
+        help=f"architecture of the checkpoint (default {DEFAULT_ARCH}; listed below)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Convert, verify and write; a problem is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     with cli_errors(PROG, debug=args.debug):
-        from paddle_impl.weights import convert_file, load_paddle_state_dict, sha256_of
+        if args.arch not in ARCHS:
+            raise UserError(f"unknown --arch {args.arch!r} (choose from: {', '.join(ARCHS)})")
+        from paddle_impl.weights import convert_file_checked, load_paddle_state_dict, sha256_of
 
         source, target = Path(args.input), Path(args.output)
         if target.exists() and target.is_dir():
@@ -52,11 +85,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         except OSError:
             pass
         try:
-            written = convert_file(source, target)
+            written, check = convert_file_checked(source, target, args.arch)
         except OSError as error:  # reading is checked in weights.py; this is the writing side
             raise UserError(f"cannot write {target}: {error.strerror or error}") from None
         count = len(load_paddle_state_dict(written))
-        print(f"converted {count} tensors: {source} -> {written}")
+        print(f"converted {count} tensors ({args.arch}, {check.rule} rule): {source} -> {written}")
+        print(f"verified: {check.summary()}")
         print(f"sha256 {sha256_of(written)}  {written}")
     return 0
 

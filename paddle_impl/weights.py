@@ -1,13 +1,23 @@
-"""ResNet50 weights: where they come from, how they are checked, and the torchvision -> Paddle transfer.
+"""Model weights: where they come from, how they are checked, and the torchvision -> Paddle transfer.
+
+Every architecture of the model zoo (:mod:`paddle_impl.model_zoo`) is
+supported; ResNet50 is the default everywhere (``arch="resnet50"``), and the
+ResNet50-named helpers (``torch_resnet50``, ``paddle_resnet50``...) are kept
+for the code that calls them.
 
 Sources (``--weights``):
-* ``default``  – ``torch.manual_seed(0); torchvision.models.resnet50()``, saved once
-  under ``fixtures/weights/`` with its sha256 (no download needed, deterministic);
+* ``default``  – ``torch.manual_seed(0)`` then the torchvision builder, saved
+  once as ``fixtures/weights/{arch}_seed0.pth`` with its sha256 (no download
+  needed, deterministic; ResNet50's file is ``resnet50_seed0.pth``);
 * ``imagenet`` – torchvision's IMAGENET1K_V1 checkpoint (needs the network once);
-* a path      – a torchvision ResNet50 state dict saved with ``torch.save``.
+* a path      – a torchvision state dict of the architecture, saved with ``torch.save``.
 
 ``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that
 asks for anything beyond tensors and containers is refused before it can run.
+A conversion to Paddle (:mod:`paddle_impl.weight_transfer`) checks every key
+and shape and is accepted only after a forward pass shows both models give
+the same logits; it is cached under ``fixtures/weights/converted/`` by the
+source's sha256 and the architecture.
 """
 from __future__ import annotations
 
@@ -16,21 +26,32 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from paddle_impl import model_zoo
 from paddle_impl.atomic import atomic_path, write_text
 from paddle_impl.errors import UserError, check_readable_file
+from paddle_impl.model_zoo import DEFAULT_ARCH
 
 __all__ = [
     "DEFAULT_WEIGHTS_DIR",
+    "DEFAULT_SEED",
     "sha256_of",
     "load_torch_state_dict",
+    "load_paddle_state_dict",
     "torch_to_paddle_state_dict",
+    "build_torch_model",
+    "build_paddle_model",
+    "seeded_torch_state",
+    "torch_resnet50",
     "paddle_resnet50",
     "ensure_default_weights",
     "resolve_weights",
+    "convert_file",
+    "convert_file_checked",
+    "converted_path",
     "ensure_paddle_weights",
     "state_dict_identity",
     "weights_identity",
@@ -42,6 +63,7 @@ DEFAULT_SEED = 0
 
 
 def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -112,12 +134,31 @@ def load_torch_state_dict(path: Path) -> Dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy() for name, tensor in loaded.items()}
 
 
-def _torch_name_to_paddle(name: str) -> str:
-    if name.endswith(".running_mean"):
-        return name[: -len("running_mean")] + "_mean"
-    if name.endswith(".running_var"):
-        return name[: -len("running_var")] + "_variance"
-    return name
+def torch_to_paddle_state_dict(
+    torch_state: Mapping[str, np.ndarray],
+    paddle_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None,
+    arch: str = DEFAULT_ARCH,
+) -> Dict[str, np.ndarray]:
+    """Rename, pair and transpose a torchvision state dict for ``paddle.vision.models.{arch}``.
+
+    The architecture's rule (:mod:`paddle_impl.model_zoo`) maps the names;
+    ``num_batches_tracked`` is dropped and Linear weights, found by layer
+    type, are transposed (Paddle's Linear stores (in, out)).  Every key and
+    shape is checked on both sides (and against ``paddle_shapes`` when given);
+    any mismatch is refused with the names of the offending keys.  No forward
+    check: :func:`convert_file` and :func:`ensure_paddle_weights` add that.
+    """
+    from paddle_impl.weight_transfer import transfer_state_dict
+
+    converted = transfer_state_dict(torch_state, arch)
+    if paddle_shapes is not None:
+        wrong = sorted(
+            name for name in set(converted) | set(paddle_shapes)
+            if tuple(paddle_shapes.get(name, ())) != tuple(np.shape(converted.get(name, ())))
+        )
+        if wrong:
+            raise UserError(f"the converted state dict does not fit the given Paddle shapes: {_describe(wrong)}")
+    return converted
 
 
 def _describe(names, limit: int = 6) -> str:
@@ -126,73 +167,84 @@ def _describe(names, limit: int = 6) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def torch_to_paddle_state_dict(
-    torch_state: Mapping[str, np.ndarray], paddle_shapes: Mapping[str, Tuple[int, ...]]
-) -> Dict[str, np.ndarray]:
-    """Rename and reshape a torchvision ResNet state dict for ``paddle.vision.models.resnet``.
+def build_torch_model(arch: str = DEFAULT_ARCH, state: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "float32"):
+    """torchvision's ``arch`` in ``dtype`` (float32 or float64), loaded from ``state`` (strict) and in eval mode."""
+    import torch
 
-    ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``, ``fc.weight``
-    transposed (Paddle's Linear stores (in, out)), ``num_batches_tracked``
-    dropped.  Every key and shape is checked against the Paddle model; any
-    mismatch is refused with the names of the offending keys.
-    """
-    converted: Dict[str, np.ndarray] = {}
-    for name, value in torch_state.items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        value = np.asarray(value)
-        if name == "fc.weight":
-            value = np.ascontiguousarray(value.T)
-        converted[_torch_name_to_paddle(name)] = value
-
-    missing = set(paddle_shapes) - set(converted)
-    unexpected = set(converted) - set(paddle_shapes)
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_describe(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_describe(unexpected)}")
-    wrong_shapes = [
-        f"{name} {tuple(converted[name].shape)} (expected {tuple(paddle_shapes[name])})"
-        for name in sorted(set(converted) & set(paddle_shapes))
-        if tuple(converted[name].shape) != tuple(paddle_shapes[name])
-    ]
-    if wrong_shapes:
-        problems.append(f"wrong shapes: {_describe(wrong_shapes)}")
-    if problems:
-        raise UserError("the state dict does not fit torchvision's ResNet50: " + "; ".join(problems))
-    return converted
-
-
-def paddle_resnet50(state: Mapping[str, np.ndarray] = None, dtype: str = "float32"):
-    """``paddle.vision.models.resnet50`` in ``dtype``, loaded from a Paddle-named state dict."""
-    import paddle
-
-    previous = paddle.get_default_dtype()
-    paddle.set_default_dtype(dtype)
-    try:
-        model = paddle.vision.models.resnet50()
-    finally:
-        paddle.set_default_dtype(previous)
+    _check_dtype(dtype)
+    model = model_zoo.arch(arch).new_torch_model()
     if state is not None:
+        model.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in state.items()})
+    model = model.double() if dtype == "float64" else model.float()
+    return model.eval()
+
+
+def build_paddle_model(arch: str = DEFAULT_ARCH, state: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "float32"):
+    """paddle.vision's ``arch`` with parameters created in ``dtype``, loaded from a Paddle-named state dict, in eval mode.
+
+    The keys of ``state`` must be exactly the model's (``set_state_dict``
+    only warns about missing ones): anything else is a one-line UserError.
+    """
+    _check_dtype(dtype)
+    model = model_zoo.arch(arch).new_paddle_model(dtype)
+    # Paddle's legacy BatchNorm (DenseNet's) takes dtype='float32' as an argument and
+    # ignores the default dtype; cast whatever was created in another dtype.
+    if any(str(value.dtype).split(".")[-1] != dtype for value in model.state_dict().values()):
+        model.to(dtype=dtype)
+    if state is not None:
+        expected = set(model.state_dict())
+        if set(state) != expected:
+            missing, unexpected = expected - set(state), set(state) - expected
+            raise UserError(
+                f"the Paddle state dict does not fit paddle.vision's {arch}: "
+                f"missing keys: {_describe(missing) or 'none'}; unexpected keys: {_describe(unexpected) or 'none'}"
+            )
         model.set_state_dict({name: np.asarray(value, dtype=dtype) for name, value in state.items()})
     model.eval()
     return model
 
 
-def paddle_resnet50_shapes() -> Dict[str, Tuple[int, ...]]:
-    return {name: tuple(value.shape) for name, value in paddle_resnet50().state_dict().items()}
+def _check_dtype(dtype: str) -> None:
+    if dtype not in ("float32", "float64"):
+        raise UserError(f"dtype must be float32 or float64, not {dtype!r}")
+
+
+def paddle_resnet50(state: Mapping[str, np.ndarray] = None, dtype: str = "float32"):
+    """``paddle.vision.models.resnet50`` in ``dtype``, loaded from a Paddle-named state dict."""
+    return build_paddle_model("resnet50", state, dtype)
 
 
 def torch_resnet50(state: Mapping[str, np.ndarray] = None, dtype: str = "float32"):
-    import torch
-    import torchvision
+    """torchvision's ``resnet50`` in ``dtype``, loaded from a torchvision state dict, in eval mode."""
+    return build_torch_model("resnet50", state, dtype)
 
-    model = torchvision.models.resnet50()
-    if state is not None:
-        model.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in state.items()})
-    model = model.double() if dtype == "float64" else model.float()
-    return model.eval()
+
+def seeded_torch_state(arch: str = DEFAULT_ARCH, seed: int = DEFAULT_SEED, randomize_batch_norm: bool = False) -> Dict[str, Any]:
+    """``torch.manual_seed(seed)`` then torchvision's builder: the state dict of the default weights (torch tensors).
+
+    With ``randomize_batch_norm`` every batch norm's running mean/variance
+    and affine terms, and every Linear bias, are drawn from a generator seeded
+    with ``seed + 1``: a fresh init has mean 0, variance 1, weight 1 and bias
+    0, which would hide a mean/variance or weight/bias mix-up in a transfer.
+    """
+    import torch
+
+    spec = model_zoo.arch(arch)
+    torch.manual_seed(seed)
+    model = spec.new_torch_model()
+    if randomize_batch_norm:
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    n = module.num_features
+                    module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                    module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                    module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                elif isinstance(module, torch.nn.Linear) and module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def _write_with_sha(path: Path, save) -> Path:
@@ -202,83 +254,104 @@ def _write_with_sha(path: Path, save) -> Path:
     return path
 
 
-def ensure_default_weights(directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
-    """The seeded torchvision ResNet50 init, written once (deterministic) with its sha256."""
-    path = Path(directory) / f"resnet50_seed{DEFAULT_SEED}.pth"
+def ensure_default_weights(directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> Path:
+    """The seeded torchvision init of ``arch``, written once (deterministic) with its sha256."""
+    spec = model_zoo.arch(arch)
+    path = Path(directory) / spec.default_weights_name
     if not path.exists():
         import torch
-        import torchvision
 
-        torch.manual_seed(DEFAULT_SEED)
-        state = torchvision.models.resnet50().state_dict()
+        state = seeded_torch_state(arch, DEFAULT_SEED)
         _write_with_sha(path, lambda tmp: torch.save(state, tmp))
     return path
 
 
-def _download_imagenet(directory: Path) -> Path:
-    path = Path(directory) / "resnet50_imagenet1k_v1.pth"
+def _download_imagenet(directory: Path, arch: str = DEFAULT_ARCH) -> Path:
+    path = Path(directory) / f"{arch}_imagenet1k_v1.pth"
     if not path.exists():
         import torch
         import torchvision
 
+        spec = model_zoo.arch(arch)
         try:
-            state = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+            enum = torchvision.models.get_model_weights(spec.torch_builder)
+            weights = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+            state = weights.get_state_dict(progress=True)
         except Exception as error:  # network errors come in many types
-            raise UserError(f"could not download torchvision's IMAGENET1K_V1 ResNet50 weights: {error}") from None
+            raise UserError(f"could not download torchvision's IMAGENET1K_V1 {arch} weights: {error}") from None
         _write_with_sha(path, lambda tmp: torch.save(state, tmp))
     return path
 
 
-def resolve_weights(spec: str, directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
-    """``default`` | ``imagenet`` | a path  ->  a torchvision ``.pth`` file on disk."""
+def resolve_weights(spec: str, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> Path:
+    """``default`` | ``imagenet`` | a path  ->  a torchvision ``.pth`` file of ``arch`` on disk."""
     if spec in (None, "", "default"):
-        return ensure_default_weights(directory)
+        return ensure_default_weights(directory, arch)
     if spec == "imagenet":
-        return _download_imagenet(directory)
+        return _download_imagenet(directory, arch)
     path = Path(spec)
     _check_readable_file(path, "weights file")
     return path
 
 
-def convert_file(torch_path: Path, paddle_path: Path) -> Path:
-    """Convert a torchvision ``.pth`` into a Paddle ``.pdparams`` (atomically, with sha256)."""
-    return _convert(load_torch_state_dict(torch_path), Path(paddle_path))
+def convert_file_checked(torch_path: Path, paddle_path: Path, arch: str = DEFAULT_ARCH):
+    """Convert and forward-verify a torchvision ``.pth`` into a Paddle ``.pdparams`` (atomically, with sha256).
+
+    Returns ``(path, TransferCheck)``.  Nothing is written when a key, a
+    shape or the forward verification fails.
+    """
+    return _convert(load_torch_state_dict(torch_path), Path(paddle_path), arch)
 
 
-def _convert(torch_state: Mapping[str, np.ndarray], paddle_path: Path) -> Path:
+def convert_file(torch_path: Path, paddle_path: Path, arch: str = DEFAULT_ARCH) -> Path:
+    """Convert a torchvision ``.pth`` into a Paddle ``.pdparams`` (checked, verified, atomic, with sha256)."""
+    return convert_file_checked(torch_path, paddle_path, arch)[0]
+
+
+def _convert(torch_state: Mapping[str, np.ndarray], paddle_path: Path, arch: str = DEFAULT_ARCH):
     import paddle
 
-    converted = torch_to_paddle_state_dict(torch_state, paddle_resnet50_shapes())
-    return _write_with_sha(paddle_path, lambda tmp: paddle.save(converted, str(tmp)))
+    from paddle_impl.weight_transfer import convert_state_dict
+
+    converted, check = convert_state_dict(torch_state, arch, verify=True)
+    return _write_with_sha(paddle_path, lambda tmp: paddle.save(converted, str(tmp))), check
 
 
-def _converted_path(torch_path: Path, directory: Path) -> Path:
-    return Path(directory) / "converted" / f"{torch_path.stem}-{sha256_of(torch_path)[:16]}.pdparams"
+def converted_path(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> Path:
+    """Where the conversion of ``torch_path`` for ``arch`` is cached (keyed by the source's sha256 and the arch).
+
+    ResNet50's name has no arch part, as before the zoo existed, so existing
+    caches stay valid.
+    """
+    torch_path = Path(torch_path)
+    tag = "" if arch == DEFAULT_ARCH else f"-{model_zoo.arch(arch).name}"
+    return Path(directory) / "converted" / f"{torch_path.stem}{tag}-{sha256_of(torch_path)[:16]}.pdparams"
 
 
-def ensure_paddle_weights(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR) -> Path:
-    """The Paddle conversion of ``torch_path``, cached by the source's sha256.
+def ensure_paddle_weights(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> Path:
+    """The verified Paddle conversion of ``torch_path`` for ``arch``, cached by the source's sha256 and the arch.
 
     The source's content identity (``state_dict_identity``) is written beside
     the conversion, so ``weights_identity`` need not load the file again.
     """
     torch_path = Path(torch_path)
-    paddle_path = _converted_path(torch_path, directory)
+    paddle_path = converted_path(torch_path, directory, arch)
     if not (paddle_path.exists() and _identity_sidecar(paddle_path).exists()):
         torch_state = load_torch_state_dict(torch_path)
         if not paddle_path.exists():
-            _convert(torch_state, paddle_path)
+            _convert(torch_state, paddle_path, arch)
         write_text(_identity_sidecar(paddle_path), state_dict_identity(torch_state) + "\n")
     return paddle_path
 
 
-def weights_identity(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR) -> str:
+def weights_identity(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> str:
     """The content identity of a torchvision ``.pth`` (see ``state_dict_identity``)."""
-    sidecar = _identity_sidecar(ensure_paddle_weights(torch_path, directory))
+    sidecar = _identity_sidecar(ensure_paddle_weights(torch_path, directory, arch))
     return sidecar.read_text().strip()
 
 
 def load_paddle_state_dict(path: Path) -> Dict[str, np.ndarray]:
+    """Read a Paddle ``.pdparams`` as numpy arrays; an unreadable file is a one-line UserError."""
     import paddle
 
     _check_readable_file(Path(path), "Paddle weights file")

@@ -266,3 +266,118 @@ def test_garbage_cli_no_traceback(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"{PROG}: error: weights file {source} is not a PyTorch checkpoint")
     assert_nothing_written(out)
+
+
+# -- --arch: the model zoo -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory) -> Path:
+    """Seeded torchvision ResNet18 with randomised batch-norm statistics, made here."""
+    import torch
+
+    from paddle_impl.weights import seeded_torch_state
+
+    path = tmp_path_factory.mktemp("ckpt18") / "resnet18.pth"
+    torch.save(seeded_torch_state("resnet18", seed=0, randomize_batch_norm=True), path)
+    return path
+
+
+def test_cli_arch_converts_and_verifies(resnet18_checkpoint, tmp_path):
+    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict, sha256_of
+
+    out = tmp_path / "resnet18.pdparams"
+    result = run_convert("--arch", "resnet18", resnet18_checkpoint, out)
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result.stderr) == []
+    assert "converted 102 tensors (resnet18, name rule)" in result.stdout
+    assert "verified: resnet18: logits agree" in result.stdout
+    assert f"sha256 {sha256_of(out)}" in result.stdout
+    state, source = load_paddle_state_dict(out), load_torch_state_dict(resnet18_checkpoint)
+    assert np.array_equal(state["fc.weight"], source["fc.weight"].T)
+    assert np.array_equal(state["layer3.1.bn2._variance"], source["layer3.1.bn2.running_var"])
+
+
+def test_cli_arch_execution_order_in_process(tmp_path, capsys):
+    import torch
+
+    from paddle_impl.weights import load_paddle_state_dict, seeded_torch_state
+
+    source = tmp_path / "shufflenet.pth"
+    torch.save(seeded_torch_state("shufflenet_v2_x1_0", seed=0, randomize_batch_norm=True), source)
+    out = tmp_path / "shufflenet.pdparams"
+    assert main(["--arch", "shufflenet_v2_x1_0", str(source), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "converted 282 tensors (shufflenet_v2_x1_0, execution_order rule)" in captured.out
+    assert "verified: shufflenet_v2_x1_0: logits agree" in captured.out
+    assert "2_1._conv_dw_1.1._variance" in load_paddle_state_dict(out)
+
+
+def _refused_with_args(capsys, args, out: Path, match: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*map(str, args)])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"{PROG}: error: ")
+    assert match in lines[0], lines[0]
+    assert captured.out == ""
+    assert_nothing_written(out)
+    return lines[0]
+
+
+def test_cli_wrong_arch_is_refused(resnet18_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out.pdparams"
+    # a ResNet18 checkpoint under the default arch (resnet50) ...
+    line = _refused_with_args(capsys, [resnet18_checkpoint, out], out, "the state dict does not fit torchvision's resnet50")
+    assert "missing keys: layer1.0.bn3.bias" in line and "wrong shapes: " in line
+    # ... and under an arch whose layers have other names altogether
+    line = _refused_with_args(
+        capsys, ["--arch", "shufflenet_v2_x1_0", resnet18_checkpoint, out], out, "does not fit torchvision's shufflenet_v2_x1_0"
+    )
+    assert "unexpected keys: bn1.bias" in line
+
+
+def test_cli_unknown_arch(resnet18_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out.pdparams"
+    line = _refused_with_args(capsys, ["--arch", "resnet5", resnet18_checkpoint, out], out, "unknown --arch 'resnet5'")
+    assert "resnet50" in line and "shufflenet_v2_x1_0" in line
+
+
+def test_cli_architectures_differ_is_refused(tmp_path, capsys):
+    import torch
+
+    from paddle_impl.weights import seeded_torch_state
+
+    source = tmp_path / "squeezenet.pth"
+    torch.save(seeded_torch_state("squeezenet1_1", seed=0), source)
+    out = tmp_path / "out.pdparams"
+    line = _refused_with_args(capsys, ["--arch", "squeezenet1_1", source, out], out, "architectures differ at torch features.0 (Conv2d) / paddle _conv (Conv2D)")
+    assert "padding (0, 0) vs (1, 1)" in line
+
+
+def test_cli_corrupted_checkpoint_cannot_be_verified(resnet18_checkpoint, tmp_path, capsys):
+    from paddle_impl.weights import load_torch_state_dict
+
+    import torch
+
+    state = {k: torch.from_numpy(v) for k, v in load_torch_state_dict(resnet18_checkpoint).items()}
+    state["bn1.running_var"] = -state["bn1.running_var"]  # sqrt of a negative variance: NaN everywhere
+    source = tmp_path / "nan.pth"
+    torch.save(state, source)
+    out = tmp_path / "out.pdparams"
+    _refused_with_args(capsys, ["--arch", "resnet18", source, out], out, "logits on the verification input are not finite")
+
+
+def test_cli_help_lists_the_architectures(capsys):
+    from paddle_impl.model_zoo import ARCHS
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--arch NAME" in text and "forward pass" in text
+    for name in ARCHS:
+        assert name in text
+    assert "execution-order pairing" in text and "differs: refused" in text

@@ -1,0 +1,929 @@
+"""torchvision state dict -> ``paddle.vision`` state dict, verified by a forward pass, with a diagnosis.
+
+Three things live here:
+
+* the **transfer plan** of an architecture (:func:`transfer_plan`): which
+  torch tensor becomes which Paddle tensor, by the registry's rule
+  (``name`` or ``execution_order``, see :mod:`paddle_impl.model_zoo`), and
+  which Paddle tensors are Linear weights to transpose -- found by layer type
+  (``paddle.nn.Linear``), cross-checked against ``torch.nn.Linear``, never
+  guessed from a name;
+* the **conversion** (:func:`transfer_state_dict`, :func:`convert_state_dict`):
+  every key and shape is checked on both sides, and the result is accepted
+  only if the two models' float32 logits on a fixed input agree within
+  ``1e-4 * max|torch logits|`` (:func:`verify_transfer`);
+* the **first-divergence diagnosis** (:func:`diagnose_first_divergence`):
+  both models run once with forward hooks on every computing (leaf) layer; the
+  layers that own weights are paired in execution order (kind and every
+  parameter shape must agree, PaDiff's rule) and compared pair by pair --
+  input, output (shape and values) and weights -- so the first pair whose
+  outputs differ is named, on each side, with shapes, max|Δ| and the bound.
+  A pair whose inputs and weights agree but whose outputs do not computes a
+  different function (stride, padding, eps, a fused activation...): the
+  architectures differ there, and no weight transfer can fix it.  That case
+  is a :class:`ArchitecturesDiffer` (a distinct ``UserError``), so a harness
+  can report it as such rather than as a port failure.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from paddle_impl.errors import UserError
+
+__all__ = [
+    "VERIFY_RTOL",
+    "VERIFY_INPUT_SHAPE",
+    "TransferError",
+    "TransferRefused",
+    "ArchitecturesDiffer",
+    "LayerPair",
+    "TransferPlan",
+    "TransferCheck",
+    "Divergence",
+    "rename_batch_norm",
+    "pair_layers_by_execution_order",
+    "transfer_plan",
+    "transfer_state_dict",
+    "verify_transfer",
+    "convert_state_dict",
+    "check_logits",
+    "diagnose_first_divergence",
+    "verification_input",
+]
+
+# Forward verification: float32 logits within 1e-4 * max|torch logits| (the
+# harness's `logits` bound).  Correct transfers measure 2.2e-7..2.0e-6 relative
+# on the registry's models at 64x64 (oneDNN and Paddle round convolutions
+# differently); a swapped tensor moves the logits by percents or more.
+VERIFY_RTOL = 1e-4
+VERIFY_INPUT_SHAPE = (1, 3, 64, 64)
+_VERIFY_SEED = 20240607
+# The pairing forward pass only needs every layer to run once; any input works.
+_PAIRING_INPUT_SHAPE = (1, 3, 64, 64)
+# Transferred weights are copies, so "the weights agree" means equal up to a dtype cast.
+_WEIGHTS_RTOL = 1e-6
+
+
+class TransferError(UserError):
+    """The state dict does not fit the architecture (missing / unexpected keys, wrong shapes, bad pairing)."""
+
+
+class TransferRefused(UserError):
+    """The transferred weights do not reproduce torch's logits; the message names the first diverging layer."""
+
+    def __init__(self, message: str, divergence: Optional["Divergence"] = None) -> None:
+        super().__init__(message)
+        self.divergence = divergence
+
+
+class ArchitecturesDiffer(UserError):
+    """paddle.vision's model computes another function than torchvision's ("architectures differ at LAYER")."""
+
+    def __init__(self, message: str, divergence: Optional["Divergence"] = None) -> None:
+        super().__init__(message)
+        self.divergence = divergence
+
+
+# -- layers and their tensors ---------------------------------------------------------------
+
+
+# torch's local tensor names that Paddle spells differently (batch norm's statistics).
+_PADDLE_LOCAL_NAMES = {"running_mean": "_mean", "running_var": "_variance"}
+
+
+def rename_batch_norm(name: str) -> str:
+    """torchvision -> Paddle tensor name: ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``."""
+    for torch_local, paddle_local in _PADDLE_LOCAL_NAMES.items():
+        if name == torch_local or name.endswith("." + torch_local):
+            return name[: -len(torch_local)] + paddle_local
+    return name
+
+
+def _is_counter(name: str) -> bool:
+    # BatchNorm's num_batches_tracked counts training steps; Paddle has no such tensor
+    # and inference does not read it.  Old checkpoints (e.g. IMAGENET1K_V1) lack it.
+    return name == "num_batches_tracked" or name.endswith(".num_batches_tracked")
+
+
+def _torch_kind(module: Any) -> str:
+    nn = sys.modules["torch"].nn
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return "conv"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "batch_norm"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    return type(module).__name__.lower()
+
+
+def _paddle_kind(layer: Any) -> str:
+    nn = sys.modules["paddle"].nn
+    if isinstance(layer, (nn.Conv1D, nn.Conv2D, nn.Conv3D)):
+        return "conv"
+    if isinstance(layer, (nn.layer.norm._BatchNormBase, nn.BatchNorm)):
+        return "batch_norm"
+    if isinstance(layer, nn.Linear):
+        return "linear"
+    return type(layer).__name__.lower()
+
+
+def _torch_own_tensors(module: Any) -> Dict[str, Any]:
+    """The module's own state-dict tensors (parameters and persistent buffers), by local name."""
+    own = {name: value for name, value in module._parameters.items() if value is not None}
+    own.update(
+        (name, value)
+        for name, value in module._buffers.items()
+        if value is not None and name not in module._non_persistent_buffers_set
+    )
+    return own
+
+
+def _paddle_own_tensors(layer: Any) -> Dict[str, Any]:
+    own = {name: value for name, value in layer._parameters.items() if value is not None}
+    own.update(
+        (name, value)
+        for name, value in layer._buffers.items()
+        if value is not None and name not in layer._non_persistable_buffer_names_set
+    )
+    return own
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _torch_modules(model: Any) -> List[Tuple[str, Any]]:
+    return list(model.named_modules())
+
+
+def _paddle_layers(model: Any) -> List[Tuple[str, Any]]:
+    return list(model.named_sublayers(include_self=True))
+
+
+def _is_leaf_torch(module: Any) -> bool:
+    return not any(child is not None for child in module._modules.values())
+
+
+def _is_leaf_paddle(layer: Any) -> bool:
+    return not any(child is not None for child in layer._sub_layers.values())
+
+
+def _describe(names: Sequence[str], limit: int = 6) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+# -- the transfer plan ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """A torch layer and the Paddle layer that receives its weights."""
+
+    torch_path: str
+    paddle_path: str
+    kind: str
+    torch_type: str
+    paddle_type: str
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """Everything the conversion of one architecture needs; depends only on the architecture."""
+
+    arch: str
+    rule: str
+    torch_shapes: Mapping[str, Tuple[int, ...]]
+    paddle_shapes: Mapping[str, Tuple[int, ...]]
+    name_map: Mapping[str, str]
+    transposed: frozenset
+    pairs: Tuple[LayerPair, ...]
+
+
+def _state_owners_in_order(records: Sequence[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
+    seen, ordered = set(), []
+    for path, layer in records:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            ordered.append((path, layer))
+    return ordered
+
+
+def _run_recording_owners(torch_model: Any, paddle_model: Any, input_shape: Tuple[int, ...]):
+    """Both models once; the layers that own tensors, in the order they first finish running."""
+    import paddle
+    import torch
+
+    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    torch_order: List[Tuple[str, Any]] = []
+    paddle_order: List[Tuple[str, Any]] = []
+    handles = []
+    try:
+        for path, module in _torch_modules(torch_model):
+            if _torch_own_tensors(module):
+                handles.append(
+                    module.register_forward_hook(lambda m, i, o, path=path: torch_order.append((path, m)))
+                )
+        for path, layer in _paddle_layers(paddle_model):
+            if _paddle_own_tensors(layer):
+                handles.append(
+                    layer.register_forward_post_hook(lambda l, i, o, path=path: paddle_order.append((path, l)))
+                )
+        torch_model.eval()
+        paddle_model.eval()
+        with torch.no_grad():
+            torch_model(torch.from_numpy(x))
+        with paddle.no_grad():
+            paddle_model(paddle.to_tensor(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _state_owners_in_order(torch_order), _state_owners_in_order(paddle_order)
+
+
+def _local_map(torch_locals: Mapping[str, Any]) -> Dict[str, str]:
+    return {name: rename_batch_norm(name) for name in torch_locals if not _is_counter(name)}
+
+
+def _pair_problem(
+    index: int, torch_path: str, torch_layer: Any, paddle_path: str, paddle_layer: Any
+) -> Optional[str]:
+    """Why the index-th weighted layers of the two models cannot be each other's (None when they can)."""
+    t_kind, p_kind = _torch_kind(torch_layer), _paddle_kind(paddle_layer)
+    where = f"layer with weights #{index + 1} in execution order: torch {torch_path or '<model>'} ({type(torch_layer).__name__}) / paddle {paddle_path or '<model>'} ({type(paddle_layer).__name__})"
+    if t_kind != p_kind:
+        return f"{where}: different kinds ({t_kind} vs {p_kind})"
+    t_own, p_own = _torch_own_tensors(torch_layer), _paddle_own_tensors(paddle_layer)
+    mapping = _local_map(t_own)
+    if set(mapping.values()) != set(p_own):
+        return f"{where}: tensors {sorted(mapping.values())} vs {sorted(p_own)}"
+    for t_name, p_name in mapping.items():
+        t_shape = tuple(t_own[t_name].shape)
+        if t_kind == "linear" and t_name == "weight":
+            t_shape = t_shape[::-1]
+        p_shape = tuple(p_own[p_name].shape)
+        if t_shape != p_shape:
+            return f"{where}: {t_name} {tuple(t_own[t_name].shape)} vs {p_name} {p_shape}"
+    return None
+
+
+def pair_layers_by_execution_order(
+    torch_model: Any, paddle_model: Any, input_shape: Tuple[int, ...] = _PAIRING_INPUT_SHAPE
+) -> List[LayerPair]:
+    """Pair the layers that own weights by the order they run in (PaDiff's rule), checking kind and shapes.
+
+    Raises :class:`ArchitecturesDiffer` when the k-th weighted layers cannot be
+    each other's (other kind, other tensors or shapes) or the counts differ,
+    and :class:`TransferError` when a weighted layer never runs (it could not
+    be paired by execution).
+    """
+    torch_order, paddle_order = _run_recording_owners(torch_model, paddle_model, input_shape)
+    ran_t, ran_p = {id(m) for _, m in torch_order}, {id(l) for _, l in paddle_order}
+    idle_t = [p for p, m in _torch_modules(torch_model) if _torch_own_tensors(m) and id(m) not in ran_t]
+    idle_p = [p for p, l in _paddle_layers(paddle_model) if _paddle_own_tensors(l) and id(l) not in ran_p]
+    if idle_t or idle_p:
+        raise TransferError(
+            "cannot pair layers by execution order: layers with weights that never ran "
+            f"(torch: {_describe(idle_t) or 'none'}; paddle: {_describe(idle_p) or 'none'})"
+        )
+    pairs: List[LayerPair] = []
+    for index, ((t_path, t_layer), (p_path, p_layer)) in enumerate(zip(torch_order, paddle_order)):
+        problem = _pair_problem(index, t_path, t_layer, p_path, p_layer)
+        if problem:
+            raise ArchitecturesDiffer(f"architectures differ at {problem}")
+        pairs.append(LayerPair(t_path, p_path, _torch_kind(t_layer), type(t_layer).__name__, type(p_layer).__name__))
+    if len(torch_order) != len(paddle_order):
+        longer, rest = ("torch", torch_order) if len(torch_order) > len(paddle_order) else ("paddle", paddle_order)
+        extra = rest[len(pairs)][0]
+        raise ArchitecturesDiffer(
+            f"architectures differ at {longer} {extra}: torch runs {len(torch_order)} layers with weights, "
+            f"paddle {len(paddle_order)}; the first {len(pairs)} pair up"
+        )
+    return pairs
+
+
+def _pairs_by_name(torch_model: Any, paddle_model: Any) -> List[LayerPair]:
+    paddle_layers = dict(_paddle_layers(paddle_model))
+    pairs = []
+    for path, module in _torch_modules(torch_model):
+        if not _torch_own_tensors(module):
+            continue
+        layer = paddle_layers.get(path)
+        if layer is None:
+            raise TransferError(f"the name rule has no Paddle layer for torch layer {path!r}")
+        pairs.append(LayerPair(path, path, _torch_kind(module), type(module).__name__, type(layer).__name__))
+    return pairs
+
+
+def _plan_for(spec: Any, torch_model: Any, paddle_model: Any) -> TransferPlan:
+    torch_shapes = {name: tuple(value.shape) for name, value in torch_model.state_dict().items()}
+    paddle_shapes = {name: tuple(value.shape) for name, value in paddle_model.state_dict().items()}
+    if spec.transfer == "execution_order":
+        pairs = pair_layers_by_execution_order(torch_model, paddle_model)
+    else:
+        pairs = _pairs_by_name(torch_model, paddle_model)
+
+    torch_modules = dict(_torch_modules(torch_model))
+    paddle_layers = dict(_paddle_layers(paddle_model))
+    name_map: Dict[str, str] = {}
+    for pair in pairs:
+        t_own = _torch_own_tensors(torch_modules[pair.torch_path])
+        for t_local, p_local in _local_map(t_own).items():
+            name_map[_join(pair.torch_path, t_local)] = _join(pair.paddle_path, p_local)
+
+    # Linear weights are transposed because of what the layer is, on both sides.
+    transposed = frozenset(
+        _join(path, "weight") for path, layer in paddle_layers.items() if _paddle_kind(layer) == "linear"
+    )
+    torch_linear = {_join(path, "weight") for path, m in torch_modules.items() if _torch_kind(m) == "linear"}
+    mapped_linear = {name_map[key] for key in torch_linear if key in name_map}
+    if mapped_linear != transposed:
+        raise TransferError(
+            f"{spec.name}: torch Linear weights map to {_describe(mapped_linear)} but Paddle's Linear weights are "
+            f"{_describe(transposed)}"
+        )
+
+    unmapped_torch = [k for k in torch_shapes if not _is_counter(k) and k not in name_map]
+    unfilled_paddle = sorted(set(paddle_shapes) - set(name_map.values()))
+    if unmapped_torch or unfilled_paddle or len(set(name_map.values())) != len(name_map):
+        raise TransferError(
+            f"{spec.name}: the {spec.transfer} rule does not cover both state dicts "
+            f"(torch tensors without a target: {_describe(unmapped_torch) or 'none'}; "
+            f"paddle tensors without a source: {_describe(unfilled_paddle) or 'none'})"
+        )
+    return TransferPlan(
+        arch=spec.name,
+        rule=spec.transfer,
+        torch_shapes=torch_shapes,
+        paddle_shapes=paddle_shapes,
+        name_map=name_map,
+        transposed=transposed,
+        pairs=tuple(pairs),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def transfer_plan(arch_name: str) -> TransferPlan:
+    """The (cached) transfer plan of a registry architecture, built from fresh models of both frameworks."""
+    from paddle_impl.model_zoo import arch
+
+    spec = arch(arch_name)
+    return _plan_for(spec, spec.new_torch_model(), spec.new_paddle_model())
+
+
+# -- the conversion -------------------------------------------------------------------------
+
+
+def _check_torch_state(plan: TransferPlan, torch_state: Mapping[str, Any]) -> None:
+    expected = plan.torch_shapes
+    missing = [k for k in expected if k not in torch_state and not _is_counter(k)]
+    unexpected = [k for k in torch_state if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    wrong = [
+        f"{k} {tuple(np.shape(torch_state[k]))} (expected {expected[k]})"
+        for k in sorted(set(torch_state) & set(expected))
+        if tuple(np.shape(torch_state[k])) != expected[k]
+    ]
+    if wrong:
+        problems.append(f"wrong shapes: {_describe(wrong)}")
+    if problems:
+        raise TransferError(f"the state dict does not fit torchvision's {plan.arch}: " + "; ".join(problems))
+
+
+def transfer_state_dict(torch_state: Mapping[str, Any], arch_name: str = "resnet50") -> Dict[str, np.ndarray]:
+    """Rename, pair and transpose a torchvision state dict into ``paddle.vision``'s (no forward check).
+
+    Every torch key and shape is checked against torchvision's model of
+    ``arch_name`` (``num_batches_tracked`` may be absent) and every Paddle key
+    and shape against paddle.vision's; a mismatch is a one-line
+    :class:`TransferError` naming the keys.  Use :func:`convert_state_dict` for
+    the verified conversion.
+    """
+    plan = transfer_plan(arch_name)
+    _check_torch_state(plan, torch_state)
+    converted: Dict[str, np.ndarray] = {}
+    for t_name, p_name in plan.name_map.items():
+        value = np.asarray(torch_state[t_name])
+        if p_name in plan.transposed:
+            value = np.ascontiguousarray(value.T)
+        converted[p_name] = value
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {plan.paddle_shapes[k]})"
+        for k, v in converted.items()
+        if tuple(v.shape) != plan.paddle_shapes[k]
+    ]
+    if wrong:
+        raise TransferError(f"the converted state dict does not fit paddle.vision's {plan.arch}: wrong shapes: {_describe(wrong)}")
+    return converted
+
+
+@dataclass(frozen=True)
+class TransferCheck:
+    """The forward verification of one transfer: logits max|Δ| against ``rtol * max|torch logits|``."""
+
+    arch: str
+    rule: str
+    tensors: int
+    input_shape: Tuple[int, ...]
+    max_abs_diff: float
+    torch_max_abs: float
+    bound: float
+
+    @property
+    def relative(self) -> float:
+        """max|Δ| / max|torch logits|."""
+        return self.max_abs_diff / self.torch_max_abs if self.torch_max_abs else float("inf")
+
+    def summary(self) -> str:
+        """One line for a log or a report."""
+        return (
+            f"{self.arch}: logits agree, max|Δ| {self.max_abs_diff:.3g} <= bound {self.bound:.3g} "
+            f"({self.relative:.2g} of max|torch| {self.torch_max_abs:.3g}; input {self.input_shape}, float32)"
+        )
+
+
+def verification_input(shape: Tuple[int, ...] = VERIFY_INPUT_SHAPE, dtype: str = "float32") -> np.ndarray:
+    """The fixed input of the forward verification: seeded standard-normal pixels (any image-like scale)."""
+    return np.random.default_rng(_VERIFY_SEED).standard_normal(shape).astype(dtype)
+
+
+def _torch_forward(model: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x))).detach().cpu().numpy()
+
+
+def _paddle_forward(model: Any, x: np.ndarray) -> np.ndarray:
+    import paddle
+
+    with paddle.no_grad():
+        return np.asarray(model(paddle.to_tensor(np.ascontiguousarray(x))).numpy())
+
+
+def check_logits(
+    torch_model: Any,
+    paddle_model: Any,
+    x: np.ndarray,
+    arch_name: str = "",
+    rtol: float = VERIFY_RTOL,
+    rule: str = "",
+) -> TransferCheck:
+    """Compare the two models' outputs on ``x``; on disagreement diagnose and raise.
+
+    Raises :class:`ArchitecturesDiffer` when the diagnosis finds a layer that
+    computes differently with equal inputs and weights (or a difference that
+    arises between weighted layers), :class:`TransferRefused` otherwise; both
+    messages name the first diverging layer on each side, its shapes, max|Δ|
+    and bound.
+    """
+    expected = _torch_forward(torch_model, x)
+    got = _paddle_forward(paddle_model, x)
+    name = arch_name or type(torch_model).__name__
+    if not np.all(np.isfinite(expected)):
+        # NaN == NaN would "verify" anything; a checkpoint that yields non-finite logits cannot be checked.
+        raise TransferRefused(
+            f"{name}: torch's own logits on the verification input are not finite "
+            f"({int(np.sum(~np.isfinite(expected)))} of {expected.size}), so the transfer cannot be verified"
+        )
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    bound = rtol * scale
+    same_shape = got.shape == expected.shape
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if same_shape and got.size else (0.0 if same_shape else float("inf"))
+    if same_shape and diff <= bound:
+        return TransferCheck(name, rule, len(paddle_model.state_dict()), tuple(x.shape), diff, scale, bound)
+    divergence = diagnose_first_divergence(torch_model, paddle_model, x, rtol=rtol)
+    head = (
+        f"{name}: logits differ (max|Δ| {diff:.3g} > bound {bound:.3g} = {rtol:g} * max|torch logits| {scale:.3g}; "
+        f"shapes {tuple(expected.shape)} vs {tuple(got.shape)})"
+    )
+    if divergence is None:
+        raise TransferRefused(f"{head}; every paired layer agrees, so the difference is in the models' own forward code")
+    if divergence.kind == "architecture":
+        raise ArchitecturesDiffer(f"{head}; {divergence.message}", divergence)
+    raise TransferRefused(f"{head}; transfer refused, {divergence.message}", divergence)
+
+
+def verify_transfer(
+    torch_state: Mapping[str, Any],
+    paddle_state: Mapping[str, Any],
+    arch_name: str = "resnet50",
+    x: Optional[np.ndarray] = None,
+    rtol: float = VERIFY_RTOL,
+) -> TransferCheck:
+    """Forward-verify a transfer: both models (float32, eval) on ``x`` (default :func:`verification_input`)."""
+    from paddle_impl.weights import build_paddle_model, build_torch_model
+
+    x = verification_input() if x is None else np.asarray(x, dtype=np.float32)
+    torch_model = build_torch_model(arch_name, torch_state, "float32")
+    paddle_model = build_paddle_model(arch_name, paddle_state, "float32")
+    return check_logits(torch_model, paddle_model, x, arch_name, rtol, transfer_plan(arch_name).rule)
+
+
+def convert_state_dict(
+    torch_state: Mapping[str, Any], arch_name: str = "resnet50", verify: bool = True
+) -> Tuple[Dict[str, np.ndarray], Optional[TransferCheck]]:
+    """The checked and (by default) forward-verified Paddle state dict of a torchvision one."""
+    converted = transfer_state_dict(torch_state, arch_name)
+    check = verify_transfer(torch_state, converted, arch_name) if verify else None
+    return converted, check
+
+
+# -- the first-divergence diagnosis ----------------------------------------------------------
+
+
+@dataclass
+class _Event:
+    """One call of a leaf (or weighted) layer: its path, type, first input and first output tensor."""
+
+    path: str
+    layer: Any
+    kind: str
+    weighted: bool
+    input: Optional[np.ndarray] = None
+    output: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two models first compute different things.
+
+    ``kind`` is ``"weights"`` (the pair's inputs agree, its weights differ:
+    a transfer problem) or ``"architecture"`` (inputs and weights agree but
+    the layer computes another function; the difference arises between
+    weighted layers, in code no weight reaches; or the weighted layers do not
+    pair up).  ``torch_path`` / ``paddle_path`` are ``named_modules`` paths,
+    which :func:`paddle_impl.layer_paths.resolve_layer` accepts.
+    """
+
+    kind: str
+    torch_path: str
+    paddle_path: str
+    torch_type: str
+    paddle_type: str
+    torch_shape: Optional[Tuple[int, ...]]
+    paddle_shape: Optional[Tuple[int, ...]]
+    max_abs_diff: Optional[float]
+    bound: Optional[float]
+    detail: str = ""
+    pair_index: Optional[int] = None
+
+    @property
+    def message(self) -> str:
+        """One line: both layer paths and types, both output shapes, max|Δ| against the bound, and why."""
+        where = (
+            f"torch {self.torch_path or '<model>'} ({self.torch_type}) / "
+            f"paddle {self.paddle_path or '<model>'} ({self.paddle_type})"
+        )
+        numbers = ""
+        if self.torch_shape is not None or self.paddle_shape is not None:
+            numbers = f": outputs {self.torch_shape} vs {self.paddle_shape}"
+            if self.max_abs_diff is not None and self.bound is not None:
+                numbers += f", max|Δ| {self.max_abs_diff:.3g} > bound {self.bound:.3g}"
+        lead = "architectures differ at" if self.kind == "architecture" else "first layer whose outputs differ:"
+        return f"{lead} {where}{numbers}" + (f"; {self.detail}" if self.detail else "")
+
+
+def _first_tensor(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+        return None
+    return value if hasattr(value, "shape") and hasattr(value, "numpy") else None
+
+
+def _torch_array(value: Any) -> Optional[np.ndarray]:
+    tensor = _first_tensor(value)
+    return None if tensor is None else tensor.detach().cpu().numpy().copy()
+
+
+def _paddle_array(value: Any) -> Optional[np.ndarray]:
+    tensor = _first_tensor(value)
+    return None if tensor is None else np.array(tensor.numpy(), copy=True)
+
+
+def _record(model: Any, x: np.ndarray, framework: str) -> Tuple[List[_Event], np.ndarray]:
+    """Run ``model`` once on ``x``; one event per call of each leaf or weighted layer, in finishing order."""
+    events: List[_Event] = []
+    pending: Dict[int, List[np.ndarray]] = {}
+    handles = []
+    if framework == "torch":
+        named, leaf, own, kind, to_array = _torch_modules(model), _is_leaf_torch, _torch_own_tensors, _torch_kind, _torch_array
+    else:
+        named, leaf, own, kind, to_array = _paddle_layers(model), _is_leaf_paddle, _paddle_own_tensors, _paddle_kind, _paddle_array
+
+    # The input is copied before the layer runs: an in-place ReLU overwrites it.
+    def pre_hook(layer, inputs):
+        pending.setdefault(id(layer), []).append(to_array(inputs))
+
+    def make_post_hook(path: str, weighted: bool):
+        def post_hook(layer, inputs, output):
+            stack = pending.get(id(layer)) or [None]
+            events.append(_Event(path, layer, kind(layer), weighted, stack.pop(), to_array(output)))
+
+        return post_hook
+
+    try:
+        for path, layer in named:
+            weighted = bool(own(layer))
+            if not path or not (weighted or leaf(layer)):
+                continue
+            if framework == "torch":
+                handles.append(layer.register_forward_pre_hook(pre_hook))
+                handles.append(layer.register_forward_hook(make_post_hook(path, weighted)))
+            else:
+                handles.append(layer.register_forward_pre_hook(pre_hook))
+                handles.append(layer.register_forward_post_hook(make_post_hook(path, weighted)))
+        output = _torch_forward(model, x) if framework == "torch" else _paddle_forward(model, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return events, output
+
+
+def _fused_activation(layer: Any) -> Optional[str]:
+    """Paddle's legacy ``BatchNorm(act=...)`` applies an activation inside the layer; torch's never does."""
+    act = getattr(layer, "_act", None)
+    nn = sys.modules["paddle"].nn
+    return act if isinstance(layer, nn.BatchNorm) and isinstance(act, str) and act else None
+
+
+_NUMPY_ACTIVATIONS = {
+    "relu": lambda a: np.maximum(a, 0),
+    "relu6": lambda a: np.clip(a, 0, 6),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+    "tanh": np.tanh,
+}
+
+
+def _compare(expected: Optional[np.ndarray], got: Optional[np.ndarray], rtol: float, atol: float):
+    """(agree, max|Δ| or None when shapes differ, bound)."""
+    if expected is None or got is None:
+        return expected is None and got is None, None, None
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    bound = rtol * scale + atol
+    if expected.shape != got.shape:
+        return False, None, bound
+    if not expected.size:
+        return True, 0.0, bound
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    return bool(diff <= bound), diff, bound
+
+
+def _is_wide(array: Optional[np.ndarray]) -> bool:
+    return array is not None and array.dtype == np.float64
+
+
+def _shape(array: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
+    return None if array is None else tuple(array.shape)
+
+
+def _norm_pair(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) if isinstance(v, (int, np.integer)) else v for v in value)
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    return value
+
+
+def _config(layer: Any, framework: str, wide: bool = False) -> Dict[str, Any]:
+    """The hyper-parameters that decide what a layer computes, named alike for both frameworks.
+
+    ``wide``: the models run in float64, where torch uses eps as given.
+    """
+    names = {
+        "torch": {
+            "stride": "stride", "padding": "padding", "dilation": "dilation", "groups": "groups",
+            "eps": "eps", "kernel_size": "kernel_size", "ceil_mode": "ceil_mode", "p": "p",
+            "output_size": "output_size",
+        },
+        "paddle": {
+            "stride": "_stride", "padding": "_padding", "dilation": "_dilation", "groups": "_groups",
+            "eps": "_epsilon", "kernel_size": "ksize", "ceil_mode": "ceil_mode", "p": "p",
+            "output_size": "_output_size",
+        },
+    }[framework]
+    config: Dict[str, Any] = {}
+    for common, attribute in names.items():
+        if hasattr(layer, attribute):
+            value = getattr(layer, attribute)
+            if common in ("stride", "padding", "dilation", "kernel_size"):
+                value = _norm_pair(value)
+            elif common == "eps":
+                # Paddle's batch-norm kernels take epsilon as a float32 attribute: in float64
+                # runs that alone moves outputs by ~eps * 2.4e-8 / (var + eps) relative.
+                value = float(value) if framework == "torch" and wide else float(np.float32(value))
+            config[common] = value
+    if framework == "paddle" and getattr(layer, "mode", None) == "downscale_in_infer":
+        # This Dropout scales its input by (1 - p) at inference; torch's is the identity there.
+        config["inference_scale"] = 1 - float(layer.p)
+    elif framework == "torch" and isinstance(layer, sys.modules["torch"].nn.Dropout):
+        config["inference_scale"] = 1.0
+    if framework == "paddle" and _fused_activation(layer):
+        config["fused_activation"] = _fused_activation(layer)
+    return config
+
+
+def _config_difference(torch_layer: Any, paddle_layer: Any, wide: bool = False) -> str:
+    t, p = _config(torch_layer, "torch", wide), _config(paddle_layer, "paddle", wide)
+    differing = [f"{key} {t[key]} vs {p[key]}" for key in sorted(set(t) & set(p)) if t[key] != p[key]]
+    return ", ".join(differing)
+
+
+def _weights_difference(torch_layer: Any, paddle_layer: Any, kind: str) -> str:
+    """'' when the pair's tensors agree; else the first differing tensor with its max|Δ|."""
+    t_own, p_own = _torch_own_tensors(torch_layer), _paddle_own_tensors(paddle_layer)
+    # The names are matched from the table, not through rename_batch_norm: the diagnosis
+    # must not share a mistake with the transfer it checks.
+    for t_name in t_own:
+        if _is_counter(t_name):
+            continue
+        p_name = _PADDLE_LOCAL_NAMES.get(t_name, t_name)
+        if p_name not in p_own:
+            return f"paddle has no tensor {p_name}"
+        a = t_own[t_name].detach().cpu().numpy().astype(np.float64)
+        if kind == "linear" and t_name == "weight":
+            a = a.T
+        b = np.asarray(p_own[p_name].numpy(), dtype=np.float64)
+        if a.shape != b.shape:
+            return f"{t_name} {a.shape} vs {p_name} {b.shape}"
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        if not diff <= _WEIGHTS_RTOL * float(np.max(np.abs(a)) if a.size else 0.0):
+            return f"their weights differ: torch {t_name} vs paddle {p_name} max|Δ| {diff:.3g}"
+    return ""
+
+
+def _torch_side_output(event: _Event, paddle_layer: Any) -> Optional[np.ndarray]:
+    act = _fused_activation(paddle_layer)
+    if act and event.output is not None and act in _NUMPY_ACTIVATIONS:
+        return _NUMPY_ACTIVATIONS[act](event.output)
+    return event.output
+
+
+def _segment_divergence(
+    t_events: Sequence[_Event],
+    p_events: Sequence[_Event],
+    t_before: str,
+    p_before: str,
+    t_after: str,
+    p_after: str,
+    rtol: float,
+    atol: float,
+) -> Divergence:
+    """The divergence lies between two weighted layers: name the first weight-free layer pair that causes it."""
+    # Weight-free layers pair by kind in order (a torch ReLU module may be a functional
+    # call in Paddle, so either side may have layers the other lacks).
+    start = 0
+    pairs: List[Tuple[_Event, _Event]] = []
+    for t_event in t_events:
+        for j in range(start, len(p_events)):
+            if p_events[j].kind == t_event.kind:
+                pairs.append((t_event, p_events[j]))
+                start = j + 1
+                break
+    for t_event, p_event in pairs:
+        agree_out, diff, bound = _compare(t_event.output, p_event.output, rtol, atol)
+        if agree_out:
+            continue
+        agree_in, _, _ = _compare(t_event.input, p_event.input, rtol, atol)
+        if agree_in:
+            why = _config_difference(t_event.layer, p_event.layer, _is_wide(t_event.output))
+            return Divergence(
+                "architecture", t_event.path, p_event.path, type(t_event.layer).__name__, type(p_event.layer).__name__,
+                _shape(t_event.output), _shape(p_event.output), diff, bound,
+                (f"inputs agree and the layer has no weights: {why}" if why else "inputs agree and the layer has no weights"),
+            )
+        break
+    return Divergence(
+        "architecture",
+        f"between {t_before or '<input>'} and {t_after}",
+        f"between {p_before or '<input>'} and {p_after}",
+        "weight-free code", "weight-free code", None, None, None, None,
+        "every weighted layer before agrees; the difference arises in operations without weights "
+        "(functional calls or layers that do not pair up)",
+    )
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A numpy copy of an input given as numpy, a torch tensor or a Paddle tensor."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy().copy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        return np.array(value.numpy(), copy=True)
+    return np.asarray(value)
+
+
+def diagnose_first_divergence(
+    torch_model: Any,
+    paddle_model: Any,
+    input: np.ndarray,
+    rtol: float = VERIFY_RTOL,
+    atol: float = 0.0,
+) -> Optional[Divergence]:
+    """Run both models once on ``input`` with forward hooks on every layer and name the first pair that differs.
+
+    Layers that own weights (conv, batch norm, linear...) are paired in
+    execution order, checked for the same kind and parameter shapes, and
+    compared in order: input, output (shape and values within
+    ``rtol * max|torch output| + atol``), weights.  The first pair whose
+    output differs is classified:
+
+    * inputs agree, weights differ -> ``kind="weights"`` (a transfer problem);
+    * inputs and weights agree     -> ``kind="architecture"`` (the layer's
+      hyper-parameters differ; those that do are listed);
+    * inputs differ                -> the difference arose in weight-free
+      layers since the previous pair; those are paired by kind and output
+      shape to name the culprit (e.g. a Dropout that scales at inference),
+      else the span between the two weighted layers is named.
+
+    Paddle's legacy ``BatchNorm(act='relu')`` fuses the activation that torch
+    applies in a separate layer, so its output is compared with
+    ``relu(torch output)``.  ``input`` is a numpy array or a tensor of
+    either framework; both models must be in its dtype and in eval mode.
+    Returns None when every pair and the final outputs agree.  One forward
+    pass per model; every leaf layer's input and output are kept (as numpy)
+    until the comparison ends.
+    """
+    x = _as_numpy(input)
+    t_events, t_out = _record(torch_model, x, "torch")
+    p_events, p_out = _record(paddle_model, x, "paddle")
+
+    def first_weighted(events: List[_Event]) -> List[int]:
+        """Indices of each weighted layer's first call: the pairing uses first calls only."""
+        seen, indices = set(), []
+        for i, event in enumerate(events):
+            if event.weighted and id(event.layer) not in seen:
+                seen.add(id(event.layer))
+                indices.append(i)
+        return indices
+
+    t_idx, p_idx = first_weighted(t_events), first_weighted(p_events)
+    t_prev = p_prev = -1
+    for k, (ti, pi) in enumerate(zip(t_idx, p_idx)):
+        te, pe = t_events[ti], p_events[pi]
+        problem = _pair_problem(k, te.path, te.layer, pe.path, pe.layer)
+        if problem:
+            return Divergence(
+                "architecture", te.path, pe.path, type(te.layer).__name__, type(pe.layer).__name__,
+                _shape(te.output), _shape(pe.output), None, None, f"the weighted layers do not pair up ({problem})", k,
+            )
+        agree_in, _, _ = _compare(te.input, pe.input, rtol, atol)
+        if not agree_in:
+            before_t = t_events[t_prev].path if t_prev >= 0 else ""
+            before_p = p_events[p_prev].path if p_prev >= 0 else ""
+            return _segment_divergence(
+                t_events[t_prev + 1 : ti], p_events[p_prev + 1 : pi], before_t, before_p, te.path, pe.path, rtol, atol
+            )
+        agree_out, diff, bound = _compare(_torch_side_output(te, pe.layer), pe.output, rtol, atol)
+        if not agree_out:
+            weights = _weights_difference(te.layer, pe.layer, te.kind)
+            if weights:
+                return Divergence(
+                    "weights", te.path, pe.path, type(te.layer).__name__, type(pe.layer).__name__,
+                    _shape(te.output), _shape(pe.output), diff, bound, f"their inputs agree and {weights}", k,
+                )
+            why = _config_difference(te.layer, pe.layer, _is_wide(te.output))
+            return Divergence(
+                "architecture", te.path, pe.path, type(te.layer).__name__, type(pe.layer).__name__,
+                _shape(te.output), _shape(pe.output), diff, bound,
+                "inputs and weights agree"
+                + (f"; {why}" if why else "; the hyper-parameters match, so the two kernels compute differently"),
+                k,
+            )
+        t_prev, p_prev = ti, pi
+    if len(t_idx) != len(p_idx):
+        k = min(len(t_idx), len(p_idx))
+        extra = t_events[t_idx[k]] if len(t_idx) > k else p_events[p_idx[k]]
+        side = "torch" if len(t_idx) > k else "paddle"
+        return Divergence(
+            "architecture", extra.path if side == "torch" else "", extra.path if side == "paddle" else "",
+            type(extra.layer).__name__ if side == "torch" else "-", type(extra.layer).__name__ if side == "paddle" else "-",
+            None, None, None, None,
+            f"torch runs {len(t_idx)} layers with weights, paddle {len(p_idx)}; the first {k} pairs agree", k,
+        )
+    agree, diff, bound = _compare(t_out, p_out, rtol, atol)
+    if agree:
+        return None
+    before_t = t_events[t_prev].path if t_prev >= 0 else ""
+    before_p = p_events[p_prev].path if p_prev >= 0 else ""
+    segment = _segment_divergence(
+        t_events[t_prev + 1 :], p_events[p_prev + 1 :], before_t, before_p, "<output>", "<output>", rtol, atol
+    )
+    if segment.max_abs_diff is None:
+        return Divergence(
+            "architecture", segment.torch_path, segment.paddle_path, segment.torch_type, segment.paddle_type,
+            _shape(t_out), _shape(p_out), diff, bound, segment.detail,
+        )
+    return segment
