@@ -3,7 +3,8 @@
 #   make install       venv in $(VENV) from requirements.lock (reused while the lock is unchanged)
 #   make fixtures      fixtures/both.png (shared copy or pinned download, sha256-checked)
 #   make weights       seeded ResNet50 weights and their Paddle conversion under fixtures/weights/
-#   make test          the test suite (pytest-xdist, $(JOBS) workers)
+#   make test          the fast tier of the test suite (pytest-xdist, $(JOBS) workers): what .ci/run runs
+#   make test-all      the fast and the slow (opt-in) tier: what the GitHub workflow runs
 #   make parity        full float32 parity matrix -> reports/         (DEVICE=cpu|gpu, JOBS=N)
 #   make parity-f64    full float64 parity matrix -> reports/f64/
 #   make parity-quick  quick profile              -> reports/quick/
@@ -23,7 +24,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := test
-.PHONY: install fixtures weights test parity parity-f64 parity-quick bench lint-workflows clean distclean
+.PHONY: install fixtures weights test test-all parity parity-f64 parity-quick bench lint-workflows clean distclean
 
 install: $(STAMP)
 
@@ -40,6 +41,9 @@ weights: install
 
 test: fixtures weights
 	$(PYTHON) -m pytest -q -n $(JOBS) --timeout=1800
+
+test-all: fixtures weights
+	$(PYTHON) -m pytest -q -n $(JOBS) --timeout=3600 -m "not full"
 
 parity: fixtures weights
 	$(PYTHON) -m parity --profile full --dtype float32 --device $(DEVICE) --jobs $(JOBS) --out reports

@@ -43,10 +43,42 @@ def reference_image() -> Path:
 
 @pytest.fixture(scope="session")
 def weights_pair(shared_dir):
-    """(torch .pth, paddle .pdparams, torch sha256) of the default seeded ResNet50."""
-    from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights, sha256_of
+    """(torch .pth, paddle .pdparams, content identity) of the default seeded ResNet50."""
+    from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights, weights_identity
 
     with file_lock(shared_dir / "weights.lock"):
         torch_path = ensure_default_weights()
         paddle_path = ensure_paddle_weights(torch_path)
-    return torch_path, paddle_path, sha256_of(torch_path)
+        identity = weights_identity(torch_path)
+    return torch_path, paddle_path, identity
+
+
+def run_shared_matrix(shared_dir: Path, name: str, weights_pair, reference_image: Path, **config_kwargs):
+    """One ``run_matrix`` per session under ``shared_dir/matrix/NAME`` (xdist workers share it under a lock).
+
+    Returns (out directory, {case id: record}, upstream cache directory).  The
+    run uses one worker with one thread, so it never takes more than the one
+    core an xdist worker stands for.
+    """
+    import json
+
+    from paddle_impl.weights import sha256_of
+    from parity.cache import ResultCache
+    from parity.config import make_config
+    from parity.runner import run_matrix
+
+    base = shared_dir / "matrix" / name
+    with file_lock(shared_dir / "matrix" / f"{name}.lock"):
+        done = base / "records.json"
+        if not done.exists():
+            torch_weights, paddle_weights, identity = weights_pair
+            settings = dict(profile="quick", dtype="float32", jobs=1, threads=1)
+            settings.update(config_kwargs)
+            config = make_config(
+                out=base / "out", image=reference_image, image_sha256=sha256_of(reference_image),
+                torch_weights=torch_weights, paddle_weights=paddle_weights, weights_identity=identity, **settings,
+            )
+            config.cache = ResultCache(base / "cache", enabled=True)
+            records = run_matrix(config)
+            done.write_text(json.dumps({r["id"]: r for r in records}))
+    return base / "out", json.loads(done.read_text()), base / "cache"

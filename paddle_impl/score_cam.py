@@ -49,6 +49,14 @@ class ScoreCAM(BaseCAM):
         self._scorers: Dict[tuple, Callable] = {}
         self.progress_callback: Optional[Callable[[int, int], None]] = None
 
+    def forward(self, input_tensor: paddle.Tensor, targets, eigen_smooth: bool = False) -> np.ndarray:
+        # The scorer is built before the first forward pass, not in the middle of the first call:
+        # exporting and creating a oneDNN predictor happens in this process, and every dynamic-graph
+        # pass should see the process in one state, so that the first pass of a ScoreCAM object
+        # computes exactly what its later passes on the same input compute.
+        self._scorer_for(input_tensor)
+        return super().forward(input_tensor, targets, eigen_smooth)
+
     def normalised_masks(self, input_tensor: paddle.Tensor, activations: np.ndarray) -> paddle.Tensor:
         """(B, C, H, W) upsampled activations, each channel min-max scaled to [0, 1]."""
         upsampled = F.interpolate(

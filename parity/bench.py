@@ -47,7 +47,7 @@ from paddle_impl.atomic import write_text
 from parity.cli import _csv_choices, _positive_int
 from parity.provenance import cpu_name, package_versions
 from parity.registry import METHODS
-from parity.worker import WorkerJob
+from parity.worker import THREAD_ENV_VARS, WorkerJob, worker_environment
 
 __all__ = [
     "FRAMEWORKS",
@@ -66,7 +66,6 @@ DEFAULT_PARITY_TIMING = REPO_ROOT / "reports" / "parity_timing.json"
 PARITY_TIMING_NAME = "parity_timing.json"
 TARGET_LAYER = "layer4"
 FRAMEWORKS = ("paddle", "torch")  # the order within each alternating pair
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOG_TAIL_CHARS = 2000
 
 
@@ -360,12 +359,6 @@ def _ensure_weights() -> Tuple[Path, Path]:
     return torch_path, ensure_paddle_weights(torch_path)
 
 
-def _child_env(threads: int) -> Dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PADDLE_GRADCAM_PROGRESS="0", PYTHONUNBUFFERED="1")
-    env.update({name: str(threads) for name in THREAD_ENV_VARS})
-    return env
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -457,7 +450,6 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
         name: {framework: {"seconds": [], "wall_seconds": [], "peak_rss_mb": [], "errors": []} for framework in FRAMEWORKS}
         for name in args.methods
     }
-    env = _child_env(args.threads)
     load_before = _load_average()
     all_ok = True
     with tempfile.TemporaryDirectory(prefix="parity-bench-") as work:
@@ -468,7 +460,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
                 paddle_weights=str(paddle_weights), dtype=args.dtype, device="cpu", threads=args.threads,
                 out_dir=str(Path(work) / f"{index:03d}-{framework}-{name}"), reuse_weights=False,
             )
-            seconds, wall, peak, error = _run_one(job, env, args.timeout)
+            seconds, wall, peak, error = _run_one(job, worker_environment(args.threads), args.timeout)
             record = samples[name][framework]
             record["wall_seconds"].append(wall)
             if error is None:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Union
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from parity.config import DEFAULT_THREADS  # noqa: E402
 from parity.registry import METHODS, PROFILES, SMOOTH_MODES  # noqa: E402
 
 __all__ = ["main", "build_parser"]
@@ -91,9 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-category", type=_category, default=None,
                         help="explain this ImageNet class (0..999) instead of each run's argmax (default: the argmax)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where both frameworks run")
-    parser.add_argument("--jobs", type=_positive_int, default=2, help="at most N worker processes at once (default 2; the cores are split between them). "
-                        "Fewer run when one job would outlast all the others together, as on a warm-cache "
-                        "rerun where only the Paddle side is left")
+    parser.add_argument("--jobs", type=_positive_int, default=2,
+                        help="at most N worker processes at once (and no more than cores / --threads); "
+                        "it changes the wall time, never a number")
+    parser.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+                        help="threads each worker process computes with. float32 results of both frameworks depend "
+                        "on it in their last bits, so it is fixed for the whole run (and part of the upstream cache key); "
+                        "--jobs then only decides how many workers run side by side (at most cores / threads)")
     parser.add_argument("--out", default="reports", help="output directory for the report and artifacts")
     parser.add_argument("--no-cache", action="store_true", help="recompute the upstream side instead of reusing cached results")
     parser.add_argument("--no-weight-reuse", action="store_true",
@@ -205,11 +210,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args) -> int:
-    from paddle_impl.weights import ensure_paddle_weights, resolve_weights, sha256_of
+    from paddle_impl.weights import ensure_paddle_weights, resolve_weights, sha256_of, weights_identity
     from parity.config import fault_injection_from_env, make_config
     from parity.provenance import base_provenance
     from parity.report import REPORT_NAME, ensure_diff_images, render_markdown, render_summary_markdown, summary_line
-    from parity.runner import _LiveProcesses, run_matrix
+    from parity.runner import LiveProcesses, run_matrix
+    from parity.schedule import schedule_in_words
 
     out = Path(args.out)
     _check_device(args.device)
@@ -226,22 +232,22 @@ def _run(args) -> int:
     provenance = base_provenance()
     provenance.update(
         device=args.device, dtype=args.dtype, profile=args.profile, image=image_info,
-        weights={"source": args.weights, "torch_path": os.path.relpath(torch_weights, REPO_ROOT),
-                 "torch_sha256": sha256_of(torch_weights), "paddle_path": os.path.relpath(paddle_weights, REPO_ROOT),
-                 "paddle_sha256": sha256_of(paddle_weights)},
+        weights={"source": args.weights, "identity": weights_identity(torch_weights),
+                 "torch_path": os.path.relpath(torch_weights, REPO_ROOT), "torch_sha256": sha256_of(torch_weights),
+                 "paddle_path": os.path.relpath(paddle_weights, REPO_ROOT), "paddle_sha256": sha256_of(paddle_weights)},
         target_rule="argmax" if args.target_category is None else f"category {args.target_category}",
-        jobs=args.jobs, cache="off" if args.no_cache else "on",
+        threads=args.threads, jobs=args.jobs, cache="off" if args.no_cache else "on",
     )
     config = make_config(
         profile=args.profile, dtype=args.dtype, out=out, image=image, image_sha256=image_info["sha256"],
         torch_weights=torch_weights, paddle_weights=paddle_weights,
-        torch_weights_sha256=provenance["weights"]["torch_sha256"], methods=args.methods, smooths=args.smooth,
-        device=args.device, jobs=args.jobs, target_category=args.target_category, use_cache=not args.no_cache,
+        weights_identity=provenance["weights"]["identity"], methods=args.methods, smooths=args.smooth,
+        device=args.device, jobs=args.jobs, threads=args.threads, target_category=args.target_category, use_cache=not args.no_cache,
         reuse_weights=not args.no_weight_reuse, case_timeout=args.case_timeout,
         inject_fault=fault_injection_from_env(),
     )
 
-    live = _LiveProcesses()
+    live = LiveProcesses()
     terminated = []
 
     def on_sigterm(signum, frame):
@@ -257,9 +263,8 @@ def _run(args) -> int:
         print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
 
     def on_schedule(schedule):
-        provenance["schedule"] = schedule
-        print(f"python -m parity: {schedule['cached_jobs']} upstream job(s) from the cache, {schedule['worker_jobs']} to run, "
-              f"{schedule['workers']} at a time with {schedule['threads_per_worker']} thread(s) each", file=sys.stderr, flush=True)
+        provenance["schedule"] = schedule_in_words(schedule)
+        print(f"python -m parity: {schedule_in_words(schedule)}", file=sys.stderr, flush=True)
 
     try:
         records = run_matrix(config, live=live, progress=progress, on_schedule=on_schedule)

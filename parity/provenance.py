@@ -49,3 +49,4 @@ def base_provenance() -> Dict:
     data["cpu"] = f"{cpu_name()} ({os.cpu_count()} cores)"
     data["command"] = " ".join(["python -m parity"] + sys.argv[1:])
     return data
+

@@ -1,23 +1,20 @@
-"""How many worker processes to run at once, and with how many threads each.
+"""How long a worker job is expected to take, and the wall time of running jobs side by side.
 
-Two workers with one thread each keep both cores busy through the
-single-threaded parts of a job (imports, model set-up, the numpy tail), so
-they are the better split while there is a mix of long jobs.  But a job
-cannot be split across processes: when one job is longer than everything
-else put together (a warm rerun, where the upstream results come from the
-cache and Paddle's aug_smooth ScoreCAM is most of what is left), a
-one-thread worker leaves a core idle for most of the run, and one worker with
-every core finishes sooner.  The choice is made by simulating both.
+The estimates come from the registry's per-variant seconds (measured by the
+bench) and decide only *order and grouping*: which job starts first, whether
+a long aug_smooth job is worth splitting into one process per augmentation
+variant, and how a run is cut into balanced shards.  They never change a
+number: every job computes with the run's fixed thread count.
 """
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 from parity.registry import METHODS, Profile
 from parity.worker import WorkerJob
 
-__all__ = ["job_cost", "estimate_makespan", "choose_workers"]
+__all__ = ["job_cost", "variant_cost", "estimate_makespan", "schedule_in_words", "WORKER_OVERHEAD_SECONDS", "AUG_VARIANTS"]
 
 # A worker's fixed price: interpreter start, importing torch or paddle, building
 # ResNet50 and loading its weights (measured 6-12 s here, single-threaded).
@@ -25,49 +22,63 @@ WORKER_OVERHEAD_SECONDS = 8.0
 # Speed-up from a second thread: ResNet50 forward passes, oneDNN, this machine
 # (Paddle Inference 0.108 -> 0.057 s per 224x224 image: 1.88x).
 SECOND_THREAD_SPEEDUP = 1.88
+# aug_smooth's variant count.  paddle_impl.augmentation.AUG_SMOOTH_VARIANTS holds the variants
+# themselves, but importing it loads Paddle, which the orchestrating process never does; a test
+# checks that the two agree.
 AUG_VARIANTS = 6
+# One forward pass (plus the CAM's numpy tail) of a light method, for a cases job whose channel
+# weights all come from weights units: it replays every pass, but scores no channel.
+PASS_SECONDS = 0.3
 
 
-def job_cost(job: WorkerJob, profile: Profile) -> float:
-    """Estimated compute seconds of a job with two threads, overhead excluded."""
+def _thread_scale(threads: int) -> float:
+    """Registry seconds are two-thread seconds; the factor that turns them into ``threads``-thread seconds."""
+    # Beyond two threads (bigger machines) assume the same efficiency per doubling.
+    speedup = SECOND_THREAD_SPEEDUP ** max(0.0, threads.bit_length() - 1) if threads > 1 else 1.0
+    return SECOND_THREAD_SPEEDUP / speedup
+
+
+def variant_cost(job: WorkerJob, profile: Profile) -> float:
+    """Seconds one augmentation variant of ``job``'s method takes, at the job's thread count."""
     spec = METHODS[job.method]
     per_variant = spec.torch_seconds if job.framework == "torch" else spec.paddle_seconds
     if spec.reruns_network_per_channel:
         per_variant *= profile.heavy_cost_scale
-        calls = 1  # the eigen modes reuse the channel weights
-    else:
-        calls = len(job.eigen_modes)
-    return per_variant * calls * (AUG_VARIANTS if job.aug_smooth else 1)
+    return per_variant * _thread_scale(job.threads)
 
 
-def _speedup(threads: int) -> float:
-    # Beyond two threads (bigger machines) assume the same efficiency per doubling.
-    return SECOND_THREAD_SPEEDUP ** max(0.0, (threads.bit_length() - 1)) if threads > 1 else 1.0
+def job_cost(job: WorkerJob, profile: Profile) -> float:
+    """Estimated compute seconds of a job (overhead excluded)."""
+    spec = METHODS[job.method]
+    if job.is_unit:
+        return variant_cost(job, profile)
+    passes = (AUG_VARIANTS if job.aug_smooth else 1) * len(job.eigen_modes) + len(job.plain_eigen_modes)
+    if job.weights_from:
+        return passes * PASS_SECONDS * _thread_scale(job.threads)
+    if spec.reruns_network_per_channel and job.reuse_weights:
+        # channel weights are computed once per variant; the other modes reuse them
+        return variant_cost(job, profile) * (AUG_VARIANTS if job.aug_smooth else 1)
+    return variant_cost(job, profile) * passes
 
 
-def estimate_makespan(costs: Sequence[float], workers: int, cores: int) -> float:
-    """Wall time of longest-first list scheduling with ``cores // workers`` threads per worker."""
-    threads = max(1, cores // workers)
-    # costs are two-thread seconds; scale to this worker's thread count
-    scale = SECOND_THREAD_SPEEDUP / _speedup(threads)
-    finish: List[float] = [0.0] * workers
+def estimate_makespan(costs: Sequence[float], workers: int) -> float:
+    """Wall time of longest-first list scheduling of independent jobs on ``workers`` workers."""
+    finish: List[float] = [0.0] * max(1, workers)
     heapq.heapify(finish)
     for cost in sorted(costs, reverse=True):
         start = heapq.heappop(finish)
-        heapq.heappush(finish, start + WORKER_OVERHEAD_SECONDS + cost * scale)
+        heapq.heappush(finish, start + WORKER_OVERHEAD_SECONDS + cost)
     return max(finish) if finish else 0.0
 
 
-def choose_workers(jobs: Iterable[WorkerJob], profile: Profile, max_workers: int, cores: int) -> Tuple[int, int]:
-    """(workers, threads per worker) with the smallest estimated wall time, at most ``max_workers``."""
-    costs = [job_cost(job, profile) for job in jobs]
-    if not costs:
-        return 1, max(1, cores)
-    best = None
-    for workers in range(1, max(1, min(max_workers, len(costs))) + 1):
-        makespan = estimate_makespan(costs, workers, cores)
-        # ties go to more workers: they also overlap the single-threaded parts the model ignores
-        if best is None or makespan <= best[0]:
-            best = (makespan, workers)
-    workers = best[1]
-    return workers, max(1, cores // workers)
+def schedule_in_words(schedule: Dict) -> str:
+    """``4 upstream results from the cache; 22 worker processes to run (12 weights units), 2 at a time, 1 thread each``."""
+    def count(number: int, one: str, many: str) -> str:
+        return f"{number} {one if number == 1 else many}"
+
+    cached = schedule.get("cached_jobs", 0) + schedule.get("cached_units", 0)
+    units = schedule.get("weights_units", 0)
+    return (f"{count(cached, 'upstream result', 'upstream results')} from the cache; "
+            f"{count(schedule.get('worker_jobs', 0), 'worker process', 'worker processes')} to run"
+            + (f" ({count(units, 'weights unit', 'weights units')})" if units else "")
+            + f", {schedule.get('workers', 1)} at a time, {count(schedule.get('threads_per_worker', 1), 'thread', 'threads')} each")

@@ -10,7 +10,10 @@ The wrapper around ``get_cam_weights`` can also memoise: channel weights
 depend only on the input, the activations, the gradients and the targets, so
 a second call with byte-identical arguments (the eigen_smooth run after the
 plain one, for each augmentation variant) returns the stored result instead
-of re-running ScoreCAM's or AblationCAM's thousands of forward passes.
+of re-running ScoreCAM's or AblationCAM's thousands of forward passes.  The
+memo can also be seeded with weights another process computed (a weights
+unit, ``parity.plan``); ``weights_reused`` and ``weights_computed`` count, per
+case, the calls answered from the memo and those that ran the method.
 """
 from __future__ import annotations
 
@@ -42,10 +45,12 @@ class StageRecorder:
         self.records: Dict[str, List[np.ndarray]] = defaultdict(list)
         self.weights_memo: Dict[str, np.ndarray] = {}
         self.weights_reused = 0
+        self.weights_computed = 0
 
     def start_case(self) -> None:
         self.records = defaultdict(list)
         self.weights_reused = 0
+        self.weights_computed = 0
 
     def attach(self, cam) -> None:
         original_image = cam.get_cam_image
@@ -73,6 +78,7 @@ class StageRecorder:
                 self.weights_reused += 1
             else:
                 weights = original_weights(input_tensor, target_layer, targets, activations, grads)
+                self.weights_computed += 1
                 if key is not None:
                     self.weights_memo[key] = np.array(weights, copy=True)
             self.records["weights"].append(np.array(weights, copy=True))

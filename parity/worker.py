@@ -24,10 +24,25 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["WorkerJob", "run_job"]
+__all__ = ["WorkerJob", "run_job", "worker_environment", "THREAD_ENV_VARS"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_environment(threads: int) -> Dict[str, str]:
+    """The environment of a worker process: the repo on the path, no progress bars, ``threads`` threads.
+
+    The thread count goes into the libraries' own variables too, so that every
+    pool (OpenMP, MKL, OpenBLAS) a framework starts has the size the worker
+    then sets with ``torch.set_num_threads`` / Paddle's ``set_num_threads``.
+    """
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent), PADDLE_GRADCAM_PROGRESS="0", PYTHONUNBUFFERED="1")
+    env.update({name: str(threads) for name in THREAD_ENV_VARS})
+    return env
 
 
 @dataclass
@@ -54,11 +69,24 @@ class WorkerJob:
     # weight reuse their channel weights come from that variant instead of
     # another full ScoreCAM/AblationCAM pass.
     plain_eigen_modes: List[bool] = field(default_factory=list)
+    # A *weights unit*: compute only the channel weights of aug_smooth's variant ``variant``
+    # (an index into the CAM's own test-time transforms) by a plain call of the CAM on that
+    # variant's input, which hands ``get_cam_weights`` exactly the arguments the variant's pass
+    # inside ``cam(aug_smooth=True)`` hands it.  The weights are written keyed by the digest of
+    # those arguments.
+    variant: Optional[int] = None
+    # Directories of finished weights units: their weights seed the memo of a cases job, which then
+    # finds every pass's weights there as long as its arguments are the same to the bit.
+    weights_from: List[str] = field(default_factory=list)
 
     @property
     def modes(self) -> List[Tuple[bool, bool]]:
         """(aug_smooth, eigen_smooth) of each case, in the order they run."""
         return [(self.aug_smooth, e) for e in self.eigen_modes] + [(False, e) for e in self.plain_eigen_modes]
+
+    @property
+    def is_unit(self) -> bool:
+        return self.variant is not None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -140,11 +168,7 @@ def _peak_rss_mb() -> Optional[float]:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
 
 
-def run_job(job: WorkerJob) -> Dict:
-    from paddle_impl.atomic import save_npy, write_text
-    from parity.registry import METHODS, smooth_name
-    from parity.stages import StageRecorder
-
+def _inject_fault(job: WorkerJob) -> None:
     if job.inject_fault:
         # Something for the runner's output tail to show.
         print(f"parity.worker: injected fault {job.inject_fault!r} ({job.framework} {job.method})", file=sys.stderr, flush=True)
@@ -153,6 +177,25 @@ def run_job(job: WorkerJob) -> Dict:
     if job.inject_fault == "hang":
         time.sleep(10**6)
 
+
+def _weights_dir(out_dir: str) -> Path:
+    return Path(out_dir) / "weights"
+
+
+def _load_seeds(directories: List[str]) -> Dict[str, np.ndarray]:
+    seeds = {}
+    for directory in directories:
+        for path in sorted(_weights_dir(directory).glob("*.npy")):
+            seeds[path.stem] = np.load(path, allow_pickle=False)
+    return seeds
+
+
+def run_job(job: WorkerJob) -> Dict:
+    from paddle_impl.atomic import save_npy, write_text
+    from parity.registry import METHODS, smooth_name
+    from parity.stages import StageRecorder
+
+    _inject_fault(job)
     spec = METHODS[job.method]
     side = _TorchSide(job) if job.framework == "torch" else _PaddleSide(job)
     cam_class = getattr(side.library, spec.torch_class_name if job.framework == "torch" else spec.paddle_class_name)
@@ -160,16 +203,27 @@ def run_job(job: WorkerJob) -> Dict:
     input_tensor = side.input_tensor(rgb)
     targets = None if job.target_category is None else [side.target_class(job.target_category)]
 
-    recorder = StageRecorder(side.to_numpy, reuse_weights=job.reuse_weights and spec.reruns_network_per_channel)
+    recorder = StageRecorder(side.to_numpy, reuse_weights=job.is_unit or (job.reuse_weights and spec.reruns_network_per_channel))
+    seeds = _load_seeds(job.weights_from)
+    recorder.weights_memo.update(seeds)
     target_layer = getattr(side.model, job.target_layer)
     cases = {}
+    result = {"framework": job.framework, "method": job.method, "threads": job.threads}
     with cam_class(model=side.model, target_layers=[target_layer]) as cam:
         if job.batch_size is not None and hasattr(cam, "batch_size"):
             cam.batch_size = job.batch_size
         if hasattr(cam, "engine_threads"):
             cam.engine_threads = job.threads
         recorder.attach(cam)
-        for aug_smooth, eigen_smooth in job.modes:
+        if job.is_unit:
+            variant = list(cam.tta_transforms)[job.variant]
+            started = time.perf_counter()
+            cam(input_tensor=variant.augment_image(input_tensor), targets=targets)
+            result.update(kind="weights", variant=job.variant, seconds=time.perf_counter() - started)
+            for key, weights in recorder.weights_memo.items():
+                save_npy(_weights_dir(job.out_dir) / f"{key}.npy", weights)
+            result["keys"] = sorted(recorder.weights_memo)
+        for aug_smooth, eigen_smooth in ([] if job.is_unit else job.modes):
             recorder.start_case()
             started = time.perf_counter()
             grayscale = cam(input_tensor=input_tensor, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -184,12 +238,13 @@ def run_job(job: WorkerJob) -> Dict:
                 "seconds": seconds,
                 "stages": sorted(stages),
                 "weights_reused": recorder.weights_reused,
+                "weights_computed": recorder.weights_computed,
+                "weights_seeded": bool(seeds),
                 "target_categories": stages["targets"].tolist(),
             }
     # float32 results depend on the thread count in their last bits (oneDNN splits reductions by
     # thread), so the count travels with them into the cache and the report.
-    result = {"framework": job.framework, "method": job.method, "threads": job.threads, "cases": cases,
-              "peak_rss_mb": _peak_rss_mb()}
+    result.update(cases=cases, peak_rss_mb=_peak_rss_mb())
     write_text(Path(job.out_dir) / "result.json", json.dumps(result, indent=1))
     return result
 

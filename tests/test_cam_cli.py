@@ -65,7 +65,6 @@ def expected_files(out: Path, method: str):
 # -- the happy path (a few seconds each: Paddle start-up, a 64x64 ResNet50 pass) --------
 
 
-@pytest.mark.slow
 def test_gradcam_writes_four_files(tmp_path, small_image):
     out = tmp_path / "out"
     result = run_cam("--image-path", small_image, "--method", "gradcam", "--output-dir", out)
@@ -82,7 +81,6 @@ def test_gradcam_writes_four_files(tmp_path, small_image):
     assert 0.0 <= cam.min() and cam.max() <= 1.0 and cam.max() > 0.5
 
 
-@pytest.mark.slow
 def test_smoothing_spellings_and_target_category(tmp_path, small_image):
     out = tmp_path / "out"
     result = run_cam(

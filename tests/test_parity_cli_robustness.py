@@ -330,8 +330,8 @@ WEIGHTS_CASES = {
     "text": ["weights file {path} "],
     "truncated": ["weights file {path} is not a readable PyTorch checkpoint (truncated or corrupt?)"],
     "pdparams": ["weights file {path} is a Paddle .pdparams; pass the torchvision .pth it was converted from"],
-    "wrong_keys": ["weights file {path}: the state dict does not fit torchvision's ResNet50: missing keys: ", "(267 in all)", "unexpected keys: foo"],
-    "wrong_shapes": ["weights file {path}: the state dict does not fit torchvision's ResNet50: wrong shapes: fc.weight", "(expected (2048, 1000))"],
+    "wrong_keys": ["weights file {path}: the state dict does not fit torchvision's resnet50: missing keys: ", "(267 in all)", "unexpected keys: foo"],
+    "wrong_shapes": ["weights file {path}: the state dict does not fit torchvision's resnet50: wrong shapes: fc.weight (10, 2048)", "(expected (1000, 2048))"],
     "malicious": ["weights file {path} was refused: its pickle needs more than tensors to load (it could run code), so it was not loaded"],
 }
 
@@ -398,7 +398,6 @@ def _assert_disk_full_refusal(exc_info, capsys, out: Path, before: Dict[str, byt
     return errors[0]
 
 
-@pytest.mark.slow
 def test_disk_full_while_writing_the_report_keeps_the_old_one(tmp_path, gradcam_baseline, monkeypatch, capsys):
     """A real run in this process; writing anything for parity.md fails with ENOSPC."""
     import parity.cli
@@ -409,7 +408,7 @@ def test_disk_full_while_writing_the_report_keeps_the_old_one(tmp_path, gradcam_
     real_write_text = pathlib.Path.write_text
 
     def write_text(self, *args, **kwargs):
-        if self.parent == out and "parity.md" in self.name:
+        if self.is_relative_to(out) and "parity.md" in self.name:
             raise _enospc()
         return real_write_text(self, *args, **kwargs)
 
@@ -469,7 +468,6 @@ def test_report_files_are_all_replaced_when_nothing_fails(tmp_path, gradcam_base
 
 
 # -- 8: interruption ------------------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.parametrize("signum, status, line", [
     (signal.SIGINT, 130, f"{PROG}: interrupted"),
     (signal.SIGTERM, 143, f"{PROG}: terminated (SIGTERM)"),
@@ -502,7 +500,7 @@ def test_interrupt_stops_workers_and_writes_no_report(signum, status, line, tmp_
                 proc.wait()
     err = (tmp_path / "stderr").read_text()
     assert returncode == status, (returncode, err)
-    # before the interruption, only the schedule line ("... 2 to run, 2 at a time ...") was printed
+    # before the interruption, only the schedule line ("... 2 worker processes to run, 2 at a time ...") was printed
     lines = err.strip().splitlines()
     assert lines[-1:] == [line] and all(" to run, " in l for l in lines[:-1]), err
     assert elapsed < 20
@@ -531,7 +529,6 @@ def _faulty_run(tmp_path: Path, worker_tmpdir: Path, fault: str, *extra: str):
     return result, cases["gradcam-no_smooth"]
 
 
-@pytest.mark.slow
 def test_crashing_worker_is_one_error_case_and_the_rest_runs(tmp_path, worker_tmpdir, weights_pair):
     result, gradcam = _faulty_run(tmp_path, worker_tmpdir, "torch:gradcam=crash")
     error = gradcam["error"]
@@ -541,7 +538,6 @@ def test_crashing_worker_is_one_error_case_and_the_rest_runs(tmp_path, worker_tm
     assert "gradcam-no_smooth" in result.stderr and "ERROR" in result.stderr
 
 
-@pytest.mark.slow
 def test_hanging_worker_times_out_and_the_rest_runs(tmp_path, worker_tmpdir, weights_pair):
     # 30 s rather than 20: on a busy 2-core machine a healthy quick worker can take ~20 s.
     result, gradcam = _faulty_run(tmp_path, worker_tmpdir, "paddle:gradcam=hang", "--case-timeout", "30")
@@ -581,7 +577,6 @@ def test_help_lists_every_option_with_its_default():
 
 
 # -- 11: determinism ------------------------------------------------------------------------
-@pytest.mark.slow
 def test_gradcam_runs_are_byte_identical(tmp_path, gradcam_baseline):
     result = run_parity(*GRADCAM_QUICK, "--out", tmp_path / "again", tmpdir=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
@@ -590,7 +585,6 @@ def test_gradcam_runs_are_byte_identical(tmp_path, gradcam_baseline):
     assert [name for name in first if first[name] != second[name]] == []
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_scorecam_runs_are_byte_identical(tmp_path, weights_pair, reference_image):
     args = [*QUICK, "--methods", "scorecam", "--smooth", "no_smooth"]
@@ -683,7 +677,7 @@ def _run_both(kind: str):
 def test_flat_cam_is_all_zeros_on_both_sides_without_warnings():
     from parity.compare import compare_case
     from parity.registry import METHODS
-    from parity.runner import _flags
+    from parity.case_record import stage_flags
 
     sides = _run_both("flat")
     for name, stages in sides.items():
@@ -691,7 +685,7 @@ def test_flat_cam_is_all_zeros_on_both_sides_without_warnings():
         assert not np.any(stages["cam"]), name  # 0 / (1e-7 + 0) = 0: no division warning either side
         # zero activations; the gradients (w.r.t. the ReLU's output) are not zero, but weigh zeros
         assert not np.any(stages["activations"]) and np.all(np.isfinite(stages["gradients"])), name
-        assert _flags(stages) == ["flat CAM (all zeros)"], name
+        assert stage_flags(stages) == ["flat CAM (all zeros)"], name
     assert sides["paddle"]["cam"].tobytes() == sides["torch"]["cam"].tobytes()
     assert sides["paddle"]["targets"].tolist() == sides["torch"]["targets"].tolist() == [[1]]  # argmax of the bias
     assert compare_case("tiny-flat", METHODS["gradcam"], "float32", sides["paddle"], sides["torch"]).passed
@@ -700,7 +694,7 @@ def test_flat_cam_is_all_zeros_on_both_sides_without_warnings():
 def test_nan_activations_give_the_same_nan_cam_and_are_flagged():
     from parity.compare import compare_case, compare_stage, stage_bounds
     from parity.registry import METHODS
-    from parity.runner import _flags
+    from parity.case_record import stage_flags
 
     sides = _run_both("nan")
     for name, stages in sides.items():
@@ -713,7 +707,7 @@ def test_nan_activations_give_the_same_nan_cam_and_are_flagged():
         assert np.isfinite(stages["gradients"]).all(), name
         # the NaNs reach the CAM: every pixel NaN (no warning raised on the way, on either side)
         assert np.isnan(stages["cam"]).all(), name
-        assert _flags(stages) == ["non-finite CAM", "non-finite activations"], name
+        assert stage_flags(stages) == ["non-finite CAM", "non-finite activations"], name
     assert np.array_equal(np.isnan(sides["paddle"]["activations"]), np.isnan(sides["torch"]["activations"]))
     comparison = compare_case("tiny-nan", METHODS["gradcam"], "float32", sides["paddle"], sides["torch"])
     assert comparison.passed, comparison.message()  # NaN at the same place on both sides agrees

@@ -1,9 +1,11 @@
-"""The upstream-result cache and the choice of how many workers run at once.
+"""Planning, scheduling and the upstream cache: they decide who computes what and when, never a number.
 
-The cache must make a rerun reuse upstream's results (and only upstream's:
-the Paddle side is always recomputed) without changing a single number; the
-scheduler must run a warm rerun's lone long Paddle job with every core and a
-cold run's mix of long jobs side by side.
+The end-to-end tests run the same cases under different schedules (one
+worker or two, whole jobs or per-variant weights units, upstream computed or
+taken from the cache) and compare every stage file byte for byte, and they
+count the in-process weight reuse exactly: a reuse happens only when a pass's
+arguments are the same to the bit, so an exact count is itself a check that
+the numbers did not move between passes or processes.
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from parity.cache import ResultCache
 from parity.config import make_config
+from parity.outcome import JobOutcome
+from parity.plan import SPLIT_MIN_SECONDS, cache_key, job_views, make_plan, plan_jobs, should_split, weights_units
 from parity.registry import PROFILES
-from parity.runner import JobOutcome, job_views, plan_jobs, run_matrix
-from parity.schedule import WORKER_OVERHEAD_SECONDS, choose_workers, estimate_makespan, job_cost
+from parity.runner import run_matrix
+from parity.schedule import AUG_VARIANTS, WORKER_OVERHEAD_SECONDS, estimate_makespan, variant_cost
 
 pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 
@@ -29,164 +32,213 @@ def _config(tmp_path: Path, profile: str = "full", **kwargs):
     defaults = dict(
         profile=profile, dtype="float32", out=tmp_path / "out", image=tmp_path / "img.png", image_sha256="0" * 64,
         torch_weights=tmp_path / "w.pth", paddle_weights=tmp_path / "w.pdparams",
-        torch_weights_sha256="1" * 64, use_cache=False,
+        weights_identity="1" * 64, use_cache=False,
     )
     defaults.update(kwargs)
     return make_config(**defaults)
 
 
-# -- scheduling ----------------------------------------------------------------------------
-def test_equally_long_jobs_run_side_by_side(tmp_path):
-    jobs = [j for j in plan_jobs(_config(tmp_path, methods=["scorecam"]), tmp_path / "work")]
-    assert [j.framework for j in jobs] == ["torch", "paddle"]
-    same_cost = [jobs[0], replace(jobs[0], framework="torch", out_dir="elsewhere")]
-    assert choose_workers(same_cost, PROFILES["full"], max_workers=2, cores=2) == (2, 1)
-    assert choose_workers(same_cost, PROFILES["full"], max_workers=1, cores=2) == (1, 2)
-
-
-def test_warm_full_run_gives_the_paddle_jobs_every_core(tmp_path):
-    # With upstream cached, Paddle's ScoreCAM is longer than all the rest together.
-    paddle_only = [j for j in plan_jobs(_config(tmp_path), tmp_path / "work") if j.framework == "paddle"]
-    costs = [job_cost(j, PROFILES["full"]) for j in paddle_only]
-    assert max(costs) > sum(costs) - max(costs)
-    assert choose_workers(paddle_only, PROFILES["full"], max_workers=2, cores=2) == (1, 2)
-    assert estimate_makespan(costs, 1, 2) < estimate_makespan(costs, 2, 2)
-
-
-def test_worker_count_never_exceeds_jobs_or_the_limit(tmp_path):
-    jobs = plan_jobs(_config(tmp_path, methods=["gradcam"]), tmp_path / "work")
-    for max_workers in (1, 2, 8):
-        workers, threads = choose_workers(jobs, PROFILES["quick"], max_workers=max_workers, cores=8)
-        assert 1 <= workers <= min(max_workers, len(jobs))
-        assert threads == 8 // workers
-    assert choose_workers([], PROFILES["full"], max_workers=2, cores=2) == (1, 2)
-
-
-def test_makespan_of_equal_jobs_halves_with_two_workers_and_two_cores():
-    costs = [100.0] * 4
-    one = estimate_makespan(costs, 1, 2)  # 4 jobs in a row with two threads
-    two = estimate_makespan(costs, 2, 2)  # 2 + 2 jobs with one thread each
-    assert one == pytest.approx(4 * (WORKER_OVERHEAD_SECONDS + 100.0))
-    assert two > one / 2  # one thread is slower than two
-
-
-# -- one process for a heavy method's plain and augmented cases ---------------------------
-def test_heavy_methods_get_one_job_per_framework_with_two_views(tmp_path):
-    jobs = plan_jobs(_config(tmp_path), tmp_path / "work")
-    assert len(jobs) == 28  # light: 6 x {plain, aug} x 2; heavy: 2 x 2 combined
-    combined = [j for j in jobs if j.plain_eigen_modes]
-    assert sorted((j.framework, j.method) for j in combined) == [
-        ("paddle", "ablationcam"), ("paddle", "scorecam"), ("torch", "ablationcam"), ("torch", "scorecam")]
-    for job in combined:
-        assert job.aug_smooth and job.modes == [(True, False), (True, True), (False, False), (False, True)]
-        assert [(v.aug_smooth, v.eigen_modes, v.plain_eigen_modes) for v in job_views(job)] == [
-            (True, [False, True], []), (False, [False, True], [])]
-    # without weight reuse, or with only one augmentation setting asked for, nothing is combined
-    assert not any(j.plain_eigen_modes for j in plan_jobs(_config(tmp_path, reuse_weights=False), tmp_path / "w"))
-    assert not any(j.plain_eigen_modes for j in plan_jobs(_config(tmp_path, smooths=["no_smooth", "eigen_smooth"]), tmp_path / "w"))
-    assert not any(j.plain_eigen_modes for j in plan_jobs(_config(tmp_path), tmp_path / "w", combine=False))
-
-
-@pytest.mark.timeout(900)
-def test_plain_cases_reuse_the_identity_variant_with_the_same_numbers(tmp_path, weights_pair, reference_image, monkeypatch):
-    """ScoreCAM, quick profile: one process per framework for all four modes vs one per augmentation."""
-    from paddle_impl.weights import sha256_of
-
-    torch_weights, paddle_weights, torch_sha = weights_pair
-    cache_dir = tmp_path / "cache"
-
-    def config_for(out: Path, cache: bool):
-        config = _config(
-            tmp_path, profile="quick", out=out, image=reference_image, image_sha256=sha256_of(reference_image),
-            torch_weights=torch_weights, paddle_weights=paddle_weights, torch_weights_sha256=torch_sha,
-            methods=["scorecam"], use_cache=cache, jobs=1,  # same thread count on both runs: it moves float32 bits
-        )
-        config.cache = ResultCache(cache_dir, enabled=cache)
-        return config
-
-    schedules = []
-    combined = run_matrix(config_for(tmp_path / "combined", cache=True), on_schedule=schedules.append)
-    assert schedules[0]["worker_jobs"] == 2  # torch and paddle, each all four modes
-    reused = {r["smooth"]: r["weights_reused"] for r in combined}
-    # no_smooth: its one pass is aug_smooth's identity variant; eigen modes: every pass
-    assert reused == {"no_smooth": {"torch": 1, "paddle": 1}, "aug_smooth": {"torch": 0, "paddle": 0},
-                      "eigen_smooth": {"torch": 1, "paddle": 1}, "aug_eigen_smooth": {"torch": 6, "paddle": 6}}
-
-    with monkeypatch.context() as patch:
-        patch.setattr("parity.runner.plan_jobs", lambda config, work_dir, combine=True: plan_jobs(config, work_dir, combine=False))
-        separate = run_matrix(config_for(tmp_path / "separate", cache=False))
-    assert {r["smooth"]: r["weights_reused"]["torch"] for r in separate}["no_smooth"] == 0
-    assert _digest(tmp_path / "combined" / "stages") == _digest(tmp_path / "separate" / "stages")
-    assert all(r["passed"] for r in combined), [r["message"] for r in combined]
-    assert {r["threads"]["torch"] for r in combined + separate} == {os.cpu_count()}
-
-    # the combined torch job was cached as its two views, each holding only its own cases
-    entries = sorted(p for p in cache_dir.iterdir() if not p.name.startswith("."))
-    assert len(entries) == 2
-    held = sorted(sorted(json.loads((e / "result.json").read_text())["cases"]) for e in entries)
-    assert held == [["aug_eigen_smooth", "aug_smooth"], ["eigen_smooth", "no_smooth"]]
-    for entry in entries:
-        assert sorted(p.name for p in entry.iterdir() if p.is_dir()) == sorted(json.loads((entry / "result.json").read_text())["cases"])
-    schedules.clear()
-    warm = run_matrix(config_for(tmp_path / "warm", cache=True), on_schedule=schedules.append)
-    assert schedules[0]["cached_jobs"] == 2 and schedules[0]["worker_jobs"] == 1
-    assert all(r["torch_cached"] for r in warm)
-    assert _digest(tmp_path / "combined" / "stages") == _digest(tmp_path / "warm" / "stages")
-
-
-# -- the cache, end to end -------------------------------------------------------------------
 def _digest(directory: Path) -> dict:
     return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*.npy"))}
 
 
-@pytest.mark.timeout(600)
-def test_rerun_takes_upstream_from_the_cache_and_recomputes_paddle(tmp_path, weights_pair, reference_image, monkeypatch):
+# -- planning -----------------------------------------------------------------------------
+def test_one_cases_job_per_method_and_framework_standing_for_two_views(tmp_path):
+    jobs = plan_jobs(_config(tmp_path), tmp_path / "work")
+    assert len(jobs) == 16  # 8 methods x {torch, paddle}, each all four modes
+    for job in jobs:
+        assert job.modes == [(True, False), (True, True), (False, False), (False, True)]
+        assert [(v.aug_smooth, v.eigen_modes, v.plain_eigen_modes) for v in job_views(job)] == [
+            (True, [False, True], []), (False, [False, True], [])]
+    assert len(plan_jobs(_config(tmp_path), tmp_path / "work", combine=False)) == 32
+    # with one augmentation setting asked for, there is nothing to combine
+    plain = plan_jobs(_config(tmp_path, smooths=["no_smooth", "eigen_smooth"]), tmp_path / "w")
+    assert len(plain) == 16 and not any(j.aug_smooth or j.plain_eigen_modes for j in plain)
+
+
+def test_long_aug_variants_become_weights_units_that_the_cases_job_waits_for(tmp_path):
+    config = _config(tmp_path)
+    plan = make_plan(config, tmp_path / "work")
+    units = plan.units()
+    # full profile: upstream's ScoreCAM/AblationCAM variants and Paddle's ScoreCAM variant take
+    # minutes, so each gets a process; Paddle's AblationCAM replays only the layers after the
+    # target layer (seconds), so it stays one job
+    assert sorted({(u.framework, u.method) for u in units}) == [
+        ("paddle", "scorecam"), ("torch", "ablationcam"), ("torch", "scorecam")]
+    assert len(units) == 3 * AUG_VARIANTS
+    waiting = [j for j in plan.jobs if j.weights_from]
+    assert len(waiting) == 3
+    for job in waiting:
+        mine = [u for u in units if (u.framework, u.method) == (job.framework, job.method)]
+        assert sorted(u.variant for u in mine) == list(range(AUG_VARIANTS))
+        assert plan.waits_for(job) == [u.out_dir for u in mine]
+        assert all(u.eigen_modes == [] and u.threads == config.threads for u in mine)
+    paddle_ablation = next(j for j in plan.jobs if (j.framework, j.method) == ("paddle", "ablationcam"))
+    assert variant_cost(paddle_ablation, config.profile) < SPLIT_MIN_SECONDS
+    assert not should_split(paddle_ablation, config) and not paddle_ablation.weights_from
+
+
+def test_splitting_follows_the_cost_unless_forced(tmp_path):
+    quick = make_plan(_config(tmp_path, profile="quick"), tmp_path / "work")
+    assert not quick.units()  # a quick-profile variant takes seconds: not worth a process
+    forced = make_plan(_config(tmp_path, profile="quick", split_units=True), tmp_path / "work")
+    assert len(forced.units()) == 4 * AUG_VARIANTS  # both heavy methods, both frameworks
+    never = make_plan(_config(tmp_path, split_units=False), tmp_path / "work")
+    assert not never.units()
+    no_reuse = make_plan(_config(tmp_path, reuse_weights=False), tmp_path / "work")
+    assert not no_reuse.units()
+    plain_only = make_plan(_config(tmp_path, smooths=["no_smooth", "eigen_smooth"]), tmp_path / "work")
+    assert not plain_only.units()  # one variant: the cases job itself is the unit
+
+
+def test_cache_keys_cover_threads_variant_and_weights_identity(tmp_path):
+    one = _config(tmp_path, threads=1)
+    two = _config(tmp_path, threads=2)
+    job = plan_jobs(one, tmp_path / "work")[0]
+    view = job_views(job)[0]
+    assert cache_key(one, view) != cache_key(two, replace(view, threads=2))
+    assert cache_key(one, view) != cache_key(_config(tmp_path, weights_identity="2" * 64), view)
+    units = weights_units(job)
+    assert len({cache_key(one, u) for u in units}) == AUG_VARIANTS
+    assert cache_key(one, units[0]) != cache_key(one, view)
+    # the key does not depend on where the weights file lies, only on what it holds
+    moved = _config(tmp_path, torch_weights=tmp_path / "elsewhere" / "w.pth")
+    assert cache_key(moved, view) == cache_key(one, view)
+
+
+def test_workers_never_exceed_jobs_or_cores_over_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert _config(tmp_path, jobs=2, threads=1).workers == 2
+    assert _config(tmp_path, jobs=8, threads=2).workers == 4
+    assert _config(tmp_path, jobs=8, threads=16).workers == 1
+    assert _config(tmp_path, jobs=1, threads=1).workers == 1
+
+
+def test_the_aug_variant_count_is_the_ports():
+    from paddle_impl.augmentation import AUG_SMOOTH_VARIANTS
+
+    assert AUG_VARIANTS == len(AUG_SMOOTH_VARIANTS)
+
+
+def test_makespan_of_equal_jobs_halves_with_two_workers():
+    assert estimate_makespan([100.0] * 4, 1) == pytest.approx(4 * (WORKER_OVERHEAD_SECONDS + 100.0))
+    assert estimate_makespan([100.0] * 4, 2) == pytest.approx(2 * (WORKER_OVERHEAD_SECONDS + 100.0))
+
+
+# -- the runner's ordering, with fake workers ------------------------------------------------
+def _fake_worker(started, fail_variant=None):
+    def run(job, timeout, live):
+        started.append((job.framework, job.method, job.variant))
+        if job.is_unit and job.variant == fail_variant:
+            return JobOutcome(job, False, 0.0, Path(job.out_dir), error=f"unit {job.variant} broke")
+        if job.is_unit:
+            return JobOutcome(job, True, 0.0, Path(job.out_dir), result={"kind": "weights"})
+        return JobOutcome(job, False, 0.0, Path(job.out_dir), error="cases job not really run")
+    return run
+
+
+def test_units_run_before_the_job_that_waits_for_them(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr("parity.runner._run_worker", _fake_worker(started))
+    records = run_matrix(_config(tmp_path, methods=["scorecam"], split_units=True, jobs=1))
+    for framework in ("torch", "paddle"):
+        order = [v for f, m, v in started if f == framework]
+        assert order[-1] is None and sorted(order[:-1]) == list(range(AUG_VARIANTS))
+    assert len(records) == 4 and all(r["error"] for r in records)
+
+
+def test_a_failed_unit_fails_its_cases_without_running_them(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr("parity.runner._run_worker", _fake_worker(started, fail_variant=3))
+    records = run_matrix(_config(tmp_path, methods=["scorecam"], split_units=True, jobs=1))
+    assert [v for f, m, v in started if v is None] == []  # no cases job started
+    assert len(records) == 4
+    for record in records:
+        assert "weights unit(s) failed" in record["error"] and "unit 3 broke" in record["error"]
+
+
+# -- end to end: the same bits whatever the schedule ---------------------------------------------
+EXPECTED_REUSE_COMBINED = {"no_smooth": 1, "aug_smooth": 0, "eigen_smooth": 1, "aug_eigen_smooth": 6}
+EXPECTED_REUSE_SPLIT = {"no_smooth": 1, "aug_smooth": 6, "eigen_smooth": 1, "aug_eigen_smooth": 6}
+SUBSET = ["gradcam", "scorecam"]
+
+
+def _stage_digests(out: Path, methods) -> dict:
+    return {key: value for key, value in _digest(out / "stages").items() if key.split("/")[1] in methods}
+
+
+def _reuse(records) -> dict:
+    return {r["smooth"]: r["weights_reused"] for r in records.values() if r["method"] == "scorecam"}
+
+
+def _run_subset(tmp_path, name, weights_pair, reference_image, cache_dir=None, **kwargs):
     from paddle_impl.weights import sha256_of
 
-    torch_weights, paddle_weights, torch_sha = weights_pair
-    cache_dir = tmp_path / "cache"
+    torch_weights, paddle_weights, identity = weights_pair
+    config = _config(
+        tmp_path, profile="quick", out=tmp_path / name, image=reference_image, image_sha256=sha256_of(reference_image),
+        torch_weights=torch_weights, paddle_weights=paddle_weights, weights_identity=identity,
+        methods=SUBSET, use_cache=cache_dir is not None, threads=1, **kwargs,
+    )
+    config.cache = ResultCache(cache_dir or tmp_path / "no-cache", enabled=cache_dir is not None)
+    schedules = []
+    records = run_matrix(config, on_schedule=schedules.append)
+    assert all(r["passed"] for r in records), [r["message"] for r in records]
+    assert all(not r["flags"] for r in records), [r["flags"] for r in records]
+    return {r["id"]: r for r in records}, schedules[0]
 
-    def run(out: Path):
-        config = _config(
-            tmp_path, profile="quick", out=out, image=reference_image, image_sha256=sha256_of(reference_image),
-            torch_weights=torch_weights, paddle_weights=paddle_weights, torch_weights_sha256=torch_sha,
-            methods=["gradcam"], smooths=["no_smooth", "eigen_smooth"], use_cache=True, jobs=2,
-        )
-        config.cache = ResultCache(cache_dir, enabled=True)
-        schedules = []
-        records = run_matrix(config, on_schedule=schedules.append)
-        return records, schedules[0]
 
-    cold, cold_schedule = run(tmp_path / "cold")
-    assert cold_schedule["cached_jobs"] == 0 and cold_schedule["worker_jobs"] == 2
-    assert [r["torch_cached"] for r in cold] == [False, False]
-    assert len([p for p in cache_dir.iterdir() if not p.name.startswith(".")]) == 1
+@pytest.fixture(scope="module")
+def one_worker_run(shared_dir, weights_pair, reference_image):
+    """The session's quick float32 matrix: one worker, whole jobs, upstream computed and cached."""
+    from conftest import run_shared_matrix
 
-    warm, warm_schedule = run(tmp_path / "warm")
-    assert warm_schedule["cached_jobs"] == 1 and warm_schedule["worker_jobs"] == 1
-    assert warm_schedule["workers"] == 1
-    assert [r["torch_cached"] for r in warm] == [True, True]
-    assert all(r["passed"] for r in cold + warm), [r["message"] for r in cold + warm]
-    # the same numbers on both sides: upstream's came from the cache, Paddle's were recomputed
-    assert _digest(tmp_path / "cold" / "stages") == _digest(tmp_path / "warm" / "stages")
-    for cold_record, warm_record in zip(cold, warm):
-        assert cold_record["cam_max_abs_diff"] == warm_record["cam_max_abs_diff"]
-        assert warm_record["paddle_seconds"] is not None
+    out, records, cache_dir = run_shared_matrix(shared_dir, "quick-float32", weights_pair, reference_image)
+    assert _reuse(records) == {mode: {"torch": n, "paddle": n} for mode, n in EXPECTED_REUSE_COMBINED.items()}
+    reference = _stage_digests(out, SUBSET)
+    assert len(reference) > 50
+    return records, reference, cache_dir
 
-    # a different weights digest is a different key: nothing is reused
-    started = []
 
-    def record_start(job, timeout, live):
-        started.append(job.framework)
-        return JobOutcome(job, False, 0.0, Path(job.out_dir), error="not run")
+@pytest.mark.timeout(900)
+def test_two_workers_and_weights_units_give_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image):
+    """Two workers at once, ScoreCAM split into six weights units per framework."""
+    records, reference, _ = one_worker_run
+    split, schedule = _run_subset(tmp_path, "split", weights_pair, reference_image, jobs=2, split_units=True)
+    assert schedule["workers"] == min(2, os.cpu_count() or 1)
+    assert schedule["weights_units"] == 2 * AUG_VARIANTS
+    # every pass found its weights in the units: the units' processes computed the same bits
+    assert _reuse(split) == {mode: {"torch": n, "paddle": n} for mode, n in EXPECTED_REUSE_SPLIT.items()}
+    assert _stage_digests(tmp_path / "split", SUBSET) == reference
+    for case_id, record in split.items():
+        assert record["cam_max_abs_diff"] == records[case_id]["cam_max_abs_diff"]
 
-    monkeypatch.setattr("parity.runner._run_worker", record_start)
-    config = _config(tmp_path, profile="quick", methods=["gradcam"], smooths=["no_smooth"], use_cache=True,
-                     torch_weights_sha256="2" * 64)
-    config.cache = ResultCache(cache_dir, enabled=True)
-    run_matrix(config)
-    assert sorted(started) == ["paddle", "torch"]
+
+@pytest.mark.timeout(900)
+def test_upstream_from_the_cache_gives_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image):
+    records, reference, cache_dir = one_worker_run
+    warm, schedule = _run_subset(tmp_path, "warm", weights_pair, reference_image, cache_dir=cache_dir, jobs=2)
+    assert schedule["cached_jobs"] == 4 and schedule["worker_jobs"] == 2  # only the two Paddle jobs run
+    assert all(r["torch_cached"] for r in warm.values())
+    assert _stage_digests(tmp_path / "warm", SUBSET) == reference
+    # the cache holds one-augmentation views, each with its own cases only
+    for entry in (p for p in cache_dir.iterdir() if not p.name.startswith(".")):
+        cases = sorted(json.loads((entry / "result.json").read_text())["cases"])
+        assert sorted(p.name for p in entry.iterdir() if p.is_dir()) == cases
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_one_job_per_augmentation_gives_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image, monkeypatch):
+    """Without combining: plain and augmented cases in separate processes, no identity-variant reuse."""
+    from parity.plan import Plan
+
+    _, reference, _ = one_worker_run
+    monkeypatch.setattr("parity.runner.make_plan", lambda config, work: Plan(jobs=plan_jobs(config, work, combine=False)))
+    separate, _ = _run_subset(tmp_path, "separate", weights_pair, reference_image, jobs=2)
+    assert _reuse(separate)["no_smooth"] == {"torch": 0, "paddle": 0}
+    assert _stage_digests(tmp_path / "separate", SUBSET) == reference
 
 
 def test_cache_is_not_used_when_disabled(tmp_path):
@@ -196,4 +248,4 @@ def test_cache_is_not_used_when_disabled(tmp_path):
     (source / "result.json").write_text("{}")
     cache.store("k", source)
     assert cache.lookup("k") is None and not (tmp_path / "cache").exists()
-    np.testing.assert_equal(ResultCache.key({"a": 1, "b": 2}), ResultCache.key({"b": 2, "a": 1}))
+    assert ResultCache.key({"a": 1, "b": 2}) == ResultCache.key({"b": 2, "a": 1})

@@ -1,0 +1,106 @@
+"""One parity case's verdict and files: load both sides' stages, compare them, write the artifacts.
+
+Runs in the orchestrating process (numpy, OpenCV, no torch or paddle).  The
+record it returns is one entry of ``parity.json``'s ``cases``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from parity.compare import CaseComparison, compare_case
+from parity.config import RunConfig
+from parity.outcome import JobOutcome
+from parity.registry import Case
+
+__all__ = ["finalize_case", "stage_flags", "load_stages"]
+
+
+def load_stages(directory: Path) -> Dict[str, np.ndarray]:
+    return {path.stem: np.load(path, allow_pickle=False) for path in sorted(directory.glob("*.npy"))}
+
+
+def stage_flags(stages: Dict[str, np.ndarray]) -> List[str]:
+    flags = []
+    cam = stages.get("cam")
+    if cam is not None and not np.all(np.isfinite(cam)):
+        flags.append("non-finite CAM")
+    elif cam is not None and not np.any(cam):
+        flags.append("flat CAM (all zeros)")
+    for name in ("activations", "gradients"):
+        if name in stages and not np.all(np.isfinite(stages[name])):
+            flags.append(f"non-finite {name}")
+    return flags
+
+
+def finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_out: JobOutcome) -> Dict:
+    import cv2
+
+    from paddle_impl.atomic import save_npy, write_bytes
+    from parity.report import write_diff_image
+
+    spec = case.spec
+    mode_dir = f"log_{case.smooth}"
+    files = {
+        "paddle_cam_jpg": f"output_paddle/{mode_dir}/{case.method}_cam.jpg",
+        "torch_cam_jpg": f"output_torch/{mode_dir}/{case.method}_cam.jpg",
+        "paddle_cam_npy": f"output_paddle/{mode_dir}/{case.method}_cam.npy",
+        "torch_cam_npy": f"output_torch/{mode_dir}/{case.method}_cam.npy",
+        "diff_jpg": f"diff/{mode_dir}/{case.method}_absdiff.jpg",
+    }
+    record = {
+        "id": case.id, "method": case.method, "smooth": case.smooth, "dtype": config.dtype,
+        "tolerance": spec.cam_atol_float64 if config.dtype == "float64" else spec.cam_atol_float32,
+        "image_size": None, "target_layer": config.profile.target_layer(spec),
+        "passed": False, "error": None, "cam_max_abs_diff": None, "cam_mean_abs_diff": None,
+        "overlay_identical_fraction": None, "overlay_max_diff": None, "first_divergent_stage": None,
+        "message": "", "paddle_seconds": None, "torch_seconds": None, "torch_cached": torch_out.cached,
+        "weights_reused": {}, "target_categories": {}, "threads": {}, "flags": [], "stages": [], "files": files,
+    }
+    errors = [o.error for o in (torch_out, paddle_out) if not o.ok]
+    if errors:
+        record["error"] = "\n".join(errors)
+        record["message"] = record["error"]
+        return record
+
+    sides = {}
+    for name, outcome in (("torch", torch_out), ("paddle", paddle_out)):
+        stages = load_stages(Path(outcome.out_dir) / case.smooth)
+        sides[name] = stages
+        info = outcome.result["cases"][case.smooth]
+        record[f"{name}_seconds"] = info["seconds"]
+        record["weights_reused"][name] = info["weights_reused"]
+        if info.get("weights_seeded") and info.get("weights_computed"):
+            # Every pass should have found its weights in the units' output; a miss means the
+            # pass's arguments (input, activations, targets) differed in their bits between two
+            # processes, and the weights were recomputed here: the numbers are upstream's or the
+            # port's own either way, but the run was not reproducible across processes.
+            record["flags"].append(f"{name}: {info['weights_computed']} pass(es) missed the weights units and recomputed")
+        record["target_categories"][name] = info["target_categories"]
+        record["threads"][name] = outcome.result.get("threads")
+        for stage, array in stages.items():
+            save_npy(config.out / "stages" / mode_dir / case.method / f"{stage}_{name}.npy", array)
+        save_npy(config.out / files[f"{name}_cam_npy"], stages["cam"])
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(stages["overlay"], cv2.COLOR_RGB2BGR))
+        write_bytes(config.out / files[f"{name}_cam_jpg"], jpg.tobytes())
+
+    comparison: CaseComparison = compare_case(case.id, spec, config.dtype, sides["paddle"], sides["torch"])
+    cam_diff, overlay_diff = comparison.stage("cam"), comparison.stage("overlay")
+    overlay_equal = np.equal(sides["paddle"]["overlay"], sides["torch"]["overlay"])
+    write_diff_image(sides["paddle"]["cam"], sides["torch"]["cam"], config.out / files["diff_jpg"])
+    first = comparison.first_divergent
+    record.update(
+        passed=comparison.passed,
+        image_size=list(sides["torch"]["cam"].shape[-2:]),
+        cam_max_abs_diff=cam_diff.max_abs_diff,
+        cam_mean_abs_diff=cam_diff.mean_abs_diff,
+        overlay_identical_fraction=float(overlay_equal.mean()),
+        overlay_max_diff=int(overlay_diff.max_abs_diff),
+        first_divergent_stage=None if first is None else first.stage,
+        message=comparison.message(),
+        flags=sorted(set(record["flags"]) | set(stage_flags(sides["torch"])) | set(stage_flags(sides["paddle"]))),
+        stages=[s.to_json() for s in comparison.stages],
+    )
+    return record
