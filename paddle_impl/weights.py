@@ -30,7 +30,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from paddle_impl import model_zoo
+from paddle_impl import locations, model_zoo
 from paddle_impl.atomic import atomic_path, write_text
 from paddle_impl.errors import UserError, check_readable_file
 from paddle_impl.model_zoo import DEFAULT_ARCH
@@ -57,8 +57,9 @@ __all__ = [
     "weights_identity",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS_DIR = REPO_ROOT / "fixtures" / "weights"
+# fixtures/weights in a checkout; under the per-user data directory when installed
+# (never inside site-packages): see paddle_impl.locations.
+DEFAULT_WEIGHTS_DIR = locations.weights_dir()
 DEFAULT_SEED = 0
 
 

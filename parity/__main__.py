@@ -1,5 +1,7 @@
+"""``python -m parity`` (installed as the ``paddle-gradcam-parity`` console script): see :mod:`parity.cli`."""
 import sys
 
 from parity.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,11 +43,16 @@ __all__ = [
     "main",
 ]
 
+from paddle_impl import locations  # noqa: E402
+from paddle_impl.locations import fallback_image  # noqa: E402  (kept importable from here)
 from paddle_impl.weights import sha256_of  # noqa: E402  (one sha256 helper for fixtures and weights)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = REPO_ROOT / "fixtures" / "both.png"
-SHARED_COPY = REPO_ROOT.parent / "shared" / "fixtures" / "both.png"
+# The checkout when paddle_impl runs from one (always, for `make fixtures`); with an
+# installed paddle_impl the image goes where the installed commands look for it.
+REPO_ROOT = locations.data_root()
+FIXTURE = locations.default_image()
+# CI's offline copy sits beside the checkout this tool itself lives in.
+SHARED_COPY = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "both.png"
 UPSTREAM_COMMIT = "084273b3f30b54ad0c64cf8020a4337d979a66e0"
 URL = f"https://raw.githubusercontent.com/jacobgil/pytorch-grad-cam/{UPSTREAM_COMMIT}/examples/both.png"
 SHA256 = "8d30785a513e22a2f574c839c7e1751db943d0b5399347e7bb37736f6c5a95c2"
@@ -150,24 +155,6 @@ def ensure_fixture(
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
         raise FixtureError(f"{error}{stale}") from None
-
-
-def fallback_image() -> Optional[Path]:
-    """matplotlib's bundled ``sample_data/grace_hopper.jpg``, or None when it is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    candidate = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if candidate.is_file():
-        return candidate
-    try:
-        from matplotlib import cbook
-
-        found = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    except Exception:  # noqa: BLE001 - any failure just means "no fallback"
-        return None
-    return found if found.is_file() else None
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
