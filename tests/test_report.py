@@ -13,6 +13,8 @@ import pytest
 
 from parity import report
 from parity.report import (
+    NB_HYPHEN,
+    WORD_JOINER,
     default_files,
     render_markdown,
     render_summary_markdown,
@@ -104,7 +106,14 @@ def _write_fake_outputs(results, out_dir: Path, with_diffs: bool):
 
 
 def _image_links(markdown: str):
-    return [unquote(m) for m in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)]
+    """Markdown pictures and ``<img src>`` tags (the report uses the latter, for one width per table)."""
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown) + re.findall(r'<img [^>]*src="([^"]+)"', markdown)
+    return [unquote(link) for link in links]
+
+
+def _plain(markdown: str) -> str:
+    """The text with its non-breaking hyphens and word joiners as a reader copies them."""
+    return markdown.replace(NB_HYPHEN, "-").replace(WORD_JOINER, "")
 
 
 # -- write_diff_image ---------------------------------------------------------------------
@@ -171,7 +180,7 @@ def test_report_contents(tmp_path):
     _write_fake_outputs(results, tmp_path, with_diffs=True)
     path = write_report(results, tmp_path)
     assert path == tmp_path / "parity.md"
-    text = path.read_text(encoding="utf-8")
+    text = _plain(path.read_text(encoding="utf-8"))
 
     assert "**2/4 cases passed** · overlays byte-identical: 1/4 · errors: 1" in text
     assert summary_line(results) == "**2/4 cases passed** · overlays byte-identical: 1/4 · errors: 1"
@@ -184,16 +193,16 @@ def test_report_contents(tmp_path):
     assert "WARNING" not in text
 
     # the two tables of the original reproduction, and the sections in order
-    order = ["## Provenance", "## AblationCAM across the smoothing modes", "## The 8 methods, no smoothing",
-             "## Metrics, all cases", "## Cases"]
+    order = ["></a>Provenance", "></a>The \\|Δ\\| heatmaps", "></a>AblationCAM across the smoothing modes",
+             "></a>The 2 methods, no smoothing", "></a>Metrics, all cases", "></a>Cases"]
     positions = [text.index(heading) for heading in order]
     assert positions == sorted(positions)
-    assert "(output_paddle/log_no_smooth/ablationcam_cam.jpg)" in text
-    assert "(output_torch/log_no_smooth/ablationcam_cam.jpg)" in text
-    assert "(diff/log_no_smooth/ablationcam_absdiff.jpg)" in text
+    assert 'src="output_paddle/log_no_smooth/ablationcam_cam.jpg" width="180"' in text
+    assert 'src="output_torch/log_no_smooth/ablationcam_cam.jpg" width="180"' in text
+    assert 'src="diff/log_no_smooth/ablationcam_absdiff.jpg" width="180"' in text
 
     # per-case sections in registry order: gradcam, gradcam++, ablationcam, eigencam
-    sections = [text.index(f"### {emoji} {cid}") for emoji, cid in
+    sections = [text.index(f"></a>{emoji} {cid}\n") for emoji, cid in
                 (("✅", "gradcam-no_smooth"), ("💥", "gradcam++-eigen_smooth"),
                  ("✅", "ablationcam-no_smooth"), ("❌", "eigencam-aug_smooth"))]
     assert sections == sorted(sections)
@@ -201,9 +210,9 @@ def test_report_contents(tmp_path):
     # numbers: 3 significant digits, seconds with 2 decimals, cached torch runs marked
     assert "3.58e-06" in text and "1.00e-04" in text
     # ... and cases whose channel weights were reused, with the reason under the table
-    assert "0.40" in text and "0.30 (reused) (cached)" in text and "0.40 (reused)" not in text
-    assert "identity variant" in text
-    assert "99.98%" in text
+    assert "0.40" in text and "0.30<sup>r,c</sup>" in text and "0.40<sup>r" not in text
+    assert "identity variant" in text and "came from the cache" in text
+    assert "| 99.98 | 2 |" in text
 
     # every image link points at a file that exists
     links = _image_links(text)
@@ -227,6 +236,7 @@ def test_report_writes_missing_diff_images_from_the_npy_files(tmp_path):
     results = _results()
     _write_fake_outputs(results, tmp_path, with_diffs=False)
     text = write_report(results, tmp_path).read_text(encoding="utf-8")
+    assert (tmp_path / "diff" / "legend.png").is_file() and results["diff_images"]["cases"]
     diff_links = [link for link in _image_links(text) if link.startswith("diff/")]
     assert diff_links
     for link in diff_links:
@@ -239,13 +249,13 @@ def test_missing_files_are_not_linked(tmp_path):
     assert _image_links(text) == []
     assert "missing: `output_paddle/log_no_smooth/gradcam_cam.jpg`" in text
     # without a directory to check against, the links are written as given
-    assert "(output_paddle/log_no_smooth/gradcam_cam.jpg)" in render_markdown(results)
+    assert 'src="output_paddle/log_no_smooth/gradcam_cam.jpg"' in render_markdown(results)
 
 
 def test_fallback_image_is_loud(tmp_path):
     text = render_markdown(_results(fallback=True))
     assert "WARNING" in text and "fixtures/other.png" in text and "fixtures/both.png" in text
-    assert text.index("WARNING") < text.index("## AblationCAM")
+    assert text.index("WARNING") < text.index("AblationCAM across the smoothing modes")
     assert "WARNING" in render_summary_markdown(_results(fallback=True))
 
 
@@ -253,9 +263,10 @@ def test_summary_markdown_is_short(tmp_path):
     results = _results()
     text = render_summary_markdown(results)
     assert summary_line(results) in text
-    assert "## Metrics, all cases" in text
+    assert "></a>Metrics, all cases" in text
     assert _image_links(text) == []
-    assert "## Cases" not in text
+    assert 'id="cases"' not in text
+    assert "(parity.md#case-eigencam-aug_smooth)" in text  # the matrix links into the full report
     assert IMAGE_SHA in text and "3.3.1" in text
     assert FAIL_MESSAGE in text and ERROR_TEXT in text
 
@@ -283,7 +294,8 @@ def test_report_is_written_atomically(tmp_path, monkeypatch):
 
 def test_report_module_imports_neither_torch_nor_paddle():
     code = (
-        "import sys, parity.report, parity.compare, parity.runner, parity.cli;"
+        "import sys, parity.report, parity.report_html, parity.step_summary, parity.report_check, parity.compare, "
+        "parity.runner, parity.cli;"
         "bad = [m for m in ('torch', 'paddle') if m in sys.modules];"
         "assert not bad, bad"
     )
