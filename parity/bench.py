@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from paddle_impl.atomic import write_text
 from parity.cli import _csv_choices, _positive_int
 from parity.provenance import cpu_name, package_versions
-from parity.registry import METHODS
+from parity.registry import METHODS, SEED_METHODS, resolve_methods
 from parity.worker import THREAD_ENV_VARS, WorkerJob, worker_environment
 
 __all__ = [
@@ -65,6 +65,7 @@ DEFAULT_IMAGE = REPO_ROOT / "fixtures" / "both.png"
 DEFAULT_PARITY_TIMING = REPO_ROOT / "reports" / "parity_timing.json"
 PARITY_TIMING_NAME = "parity_timing.json"
 TARGET_LAYER = "layer4"
+DEFAULT_MODEL = "resnet50"
 FRAMEWORKS = ("paddle", "torch")  # the order within each alternating pair
 LOG_TAIL_CHARS = 2000
 
@@ -190,8 +191,8 @@ def render_markdown(data: Dict) -> str:
         "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
         f"- Date: {machine['date']}",
         *_load_lines(machine),
-        f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}, "
-        f"target layer `{settings['target_layer']}`, no smoothing, model: ResNet50 (seeded weights)",
+        f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}, no smoothing; "
+        f"models (seeded weights): {_models_text(settings)}",
         f"- Command: `{settings['command']}`",
         "",
         f"Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), "
@@ -205,12 +206,16 @@ def render_markdown(data: Dict) -> str:
         "the framework, the model and the `cam(...)` call together). "
         "Every sample and each process's wall time are in `bench.json`.",
         "",
-        "| method | paddle s | torch s | paddle/torch | paddle peak MiB | torch peak MiB | samples |",
-        "|---|---:|---:|---:|---:|---:|---|",
     ]
+    # one-model, one-batch benches keep the seed bench's table; others say which row is which
+    several = len(settings.get("models") or [DEFAULT_MODEL]) > 1 or len(settings.get("batches") or [1]) > 1
+    lead = ["model", "batch", "method"] if several else ["method"]
+    lines += ["| " + " | ".join(lead + ["paddle s", "torch s", "paddle/torch", "paddle peak MiB", "torch peak MiB", "samples"]) + " |",
+              "|" + "---|" * len(lead) + "---:|---:|---:|---:|---:|---|"]
     for name, record in data["methods"].items():
+        cells = [str(record.get("model", DEFAULT_MODEL)), str(record.get("batch", 1)), record.get("method", name)] if several else [name]
         lines.append(
-            f"| {name} | {_seconds(record['paddle_seconds'])} | {_seconds(record['torch_seconds'])} "
+            f"| {' | '.join(cells)} | {_seconds(record['paddle_seconds'])} | {_seconds(record['torch_seconds'])} "
             f"| {_ratio_text(record['ratio'])} | {_mib(record.get('paddle_peak_rss_mb'))} "
             f"| {_mib(record.get('torch_peak_rss_mb'))} | {_samples_text(record)} |"
         )
@@ -227,7 +232,7 @@ def render_markdown(data: Dict) -> str:
             "",
             "## Full parity run",
             "",
-            f"Wall time of `{timing.get('command') or 'make parity'}` ({timing.get('date') or 'date not recorded'}):",
+            f"Wall time of {_command_text(timing.get('command'))} ({timing.get('date') or 'date not recorded'}):",
             "",
             "| run | wall time |",
             "|---|---:|",
@@ -237,6 +242,20 @@ def render_markdown(data: Dict) -> str:
         if timing.get("source"):
             lines += ["", f"From `{timing['source']}`."]
     return "\n".join(lines) + "\n"
+
+
+def _models_text(settings: Dict) -> str:
+    models = settings.get("models") or [DEFAULT_MODEL]
+    parts = [f"{m} (target layer `{settings['target_layer']}`)" if m == DEFAULT_MODEL else f"{m} (its default target layer)"
+             for m in models]
+    batches = settings.get("batches") or [1]
+    return ", ".join(parts) + f"; batch {', '.join(map(str, batches))}"
+
+
+def _command_text(command: Optional[str]) -> str:
+    """The recorded command in a code span, and the words about how it ran (after " on ") as prose."""
+    command, on, conditions = (command or "make parity").partition(" on ")
+    return f"`{command}`" + (f" on {conditions}" if on else "")
 
 
 def render_json(data: Dict) -> str:
@@ -297,7 +316,17 @@ def _find_parity_timing(explicit: Optional[str], out: Path) -> Optional[Dict]:
 
 
 # -- arguments ----------------------------------------------------------------------------
-_method_list = _csv_choices(list(METHODS), "method")
+_method_list = _csv_choices(["all", "seed", *METHODS], "method")
+
+
+def _model_list(text: str) -> List[str]:
+    from paddle_impl.model_zoo import arch_names
+
+    return _csv_choices(arch_names(), "model")(text)
+
+
+def _batch_list(text: str) -> List[int]:
+    return list(dict.fromkeys(_positive_int(item.strip()) for item in text.split(",") if item.strip())) or [_positive_int(text)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,8 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--methods", type=_method_list, default=list(METHODS),
-                        help=f"comma-separated subset of: {', '.join(METHODS)}")
+    parser.add_argument("--methods", type=_method_list, default=list(SEED_METHODS),
+                        help="comma-separated methods; 'seed' the eight of the original reproduction (the default), "
+                        f"'all' every CAM class: {', '.join(METHODS)}")
+    parser.add_argument("--model", type=_model_list, default=[DEFAULT_MODEL],
+                        help="comma-separated models of the zoo (ResNet50 at layer4, the others at their default target layer)")
+    parser.add_argument("--batch", type=_batch_list, default=[1],
+                        help="comma-separated batch sizes (the image repeated, as upstream's tests do)")
     parser.add_argument("--repeat", type=_positive_int, default=3,
                         help="runs per framework for the methods that do not rerun the network per channel")
     parser.add_argument("--heavy-repeat", type=_positive_int, default=1,
@@ -332,6 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- what is timed ------------------------------------------------------------------------
+def bench_rows(models: Sequence[str], batches: Sequence[int], methods: Sequence[str]) -> List[Tuple[str, int, str]]:
+    """(model, batch, method) of every table row, model by model, batch by batch, in registry order."""
+    return [(model, batch, method) for model in models for batch in batches for method in methods]
+
+
+def row_id(row: Tuple[str, int, str]) -> str:
+    """A row's key in bench.json: the method alone for ResNet50 at batch 1 (the seed bench), else all three."""
+    model, batch, method = row
+    return method if (model, batch) == (DEFAULT_MODEL, 1) else f"{model} b{batch} {method}"
+
+
+def bench_setup(model: str, batch: int, size: Optional[int]):
+    """ResNet50 at ``layer4`` (as the seed bench); another model at its default target layer."""
+    from parity.registry import Setup
+
+    layers = TARGET_LAYER if model == DEFAULT_MODEL else ""
+    return Setup(model=model, torch_layers=layers, paddle_layers=layers, batch=batch,
+                 size=None if size is None else (size, size))
+
+
 # -- running ------------------------------------------------------------------------------
 def _resolve_path(text: str) -> Path:
     path = Path(text).expanduser()
@@ -340,23 +395,19 @@ def _resolve_path(text: str) -> Path:
     return path.resolve()
 
 
-def _ensure_weights() -> Tuple[Path, Path]:
-    """The seeded torch weights and their Paddle conversion; made in a child process if missing,
-    so that this process never imports torch or paddle."""
-    from paddle_impl.weights import DEFAULT_WEIGHTS_DIR, DEFAULT_SEED, ensure_default_weights, ensure_paddle_weights, sha256_of
+def _ensure_weights(model: str) -> Tuple[Path, Path]:
+    """The seeded torch weights of ``model`` and their Paddle conversion; made in a child process if
+    missing, so that this process never imports torch or paddle."""
+    from paddle_impl.weights import DEFAULT_WEIGHTS_DIR, converted_path
+    from paddle_impl.model_zoo import arch
 
-    torch_path = DEFAULT_WEIGHTS_DIR / f"resnet50_seed{DEFAULT_SEED}.pth"
-    paddle_path = None
-    if torch_path.exists():
-        paddle_path = DEFAULT_WEIGHTS_DIR / "converted" / f"{torch_path.stem}-{sha256_of(torch_path)[:16]}.pdparams"
-    if paddle_path is None or not paddle_path.exists():
-        print("bench: making the seeded ResNet50 weights and their Paddle conversion (once) ...", file=sys.stderr)
-        code = "from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights; ensure_paddle_weights(ensure_default_weights())"
-        subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), stdin=subprocess.DEVNULL)
-    # Both exist now, so these only compute the paths.
-    torch_path = ensure_default_weights()
-    return torch_path, ensure_paddle_weights(torch_path)
+    torch_path = DEFAULT_WEIGHTS_DIR / arch(model).default_weights_name
+    if not (torch_path.exists() and converted_path(torch_path, DEFAULT_WEIGHTS_DIR, model).exists()):
+        print(f"bench: making the seeded {model} weights and their Paddle conversion (once) ...", file=sys.stderr)
+        code = ("import sys; from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights; "
+                "a = sys.argv[1]; ensure_paddle_weights(ensure_default_weights(arch=a), arch=a)")
+        subprocess.run([sys.executable, "-c", code, model], check=True, env=worker_environment(1), stdin=subprocess.DEVNULL)
+    return torch_path, converted_path(torch_path, DEFAULT_WEIGHTS_DIR, model)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -377,7 +428,7 @@ def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optio
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "parity.worker", str(job_file)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=out_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
@@ -395,7 +446,7 @@ def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optio
         return None, wall, None, f"worker exited with status {returncode}; its output ends: {tail}"
     try:
         result = json.loads((out_dir / "result.json").read_text())
-        seconds = float(result["cases"]["no_smooth"]["seconds"])
+        seconds = float(result["cases"][job.method]["no_smooth"]["seconds"])
         peak = result.get("peak_rss_mb")
         peak = None if peak is None else float(peak)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -443,25 +494,29 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
     rgb, _ = load_rgb_image(image)
     own_size = list(rgb.shape[:2])
     image_size = [args.size, args.size] if args.size is not None else own_size
-    torch_weights, paddle_weights = _ensure_weights()
-
-    runs = schedule(args.methods, args.repeat, args.heavy_repeat)
+    weights = {model: _ensure_weights(model) for model in args.model}
+    rows = bench_rows(args.model, args.batch, resolve_methods(args.methods))
+    runs = [(row, framework) for model, batch in dict.fromkeys((r[0], r[1]) for r in rows)
+            for row_method, framework in schedule([r[2] for r in rows if r[:2] == (model, batch)], args.repeat, args.heavy_repeat)
+            for row in [(model, batch, row_method)]]
     samples: Dict[str, Dict[str, Dict[str, List]]] = {
-        name: {framework: {"seconds": [], "wall_seconds": [], "peak_rss_mb": [], "errors": []} for framework in FRAMEWORKS}
-        for name in args.methods
+        row_id(row): {framework: {"seconds": [], "wall_seconds": [], "peak_rss_mb": [], "errors": []} for framework in FRAMEWORKS}
+        for row in rows
     }
     load_before = _load_average()
     all_ok = True
     with tempfile.TemporaryDirectory(prefix="parity-bench-") as work:
-        for index, (name, framework) in enumerate(runs, 1):
+        for index, (row, framework) in enumerate(runs, 1):
+            model, batch, name = row
+            torch_weights, paddle_weights = weights[model]
             job = WorkerJob(
-                framework=framework, method=name, aug_smooth=False, eigen_modes=[False], image=str(image),
-                image_size=args.size, target_layer=TARGET_LAYER, torch_weights=str(torch_weights),
+                framework=framework, methods=[name], aug_smooth=False, eigen_modes=[False], image=str(image),
+                setup=bench_setup(model, batch, args.size), torch_weights=str(torch_weights),
                 paddle_weights=str(paddle_weights), dtype=args.dtype, device="cpu", threads=args.threads,
-                out_dir=str(Path(work) / f"{index:03d}-{framework}-{name}"), reuse_weights=False,
+                out_dir=str(Path(work) / f"{index:03d}-{framework}-{model}-b{batch}-{name}"), reuse_weights=False,
             )
             seconds, wall, peak, error = _run_one(job, worker_environment(args.threads), args.timeout)
-            record = samples[name][framework]
+            record = samples[row_id(row)][framework]
             record["wall_seconds"].append(wall)
             if error is None:
                 record["seconds"].append(seconds)
@@ -473,8 +528,11 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
                 record["errors"].append(error)
                 all_ok = False
                 status = "FAILED: " + error.splitlines()[0][:300]
-            print(f"bench [{index}/{len(runs)}] {name} {framework}: {status} (process {wall:.1f} s)", file=sys.stderr, flush=True)
+            print(f"bench [{index}/{len(runs)}] {row_id(row)} {framework}: {status} (process {wall:.1f} s)", file=sys.stderr, flush=True)
 
+    summary = summarize(samples)
+    for row in rows:
+        summary[row_id(row)].update(model=row[0], batch=row[1], method=row[2])
     data = {
         "machine": _machine(args.threads, load_before),
         "settings": {
@@ -486,11 +544,13 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
             "dtype": args.dtype,
             "device": "cpu",
             "target_layer": TARGET_LAYER,
+            "models": list(args.model),
+            "batches": list(args.batch),
             "smoothing": "none",
             "order": "alternating " + ", ".join(FRAMEWORKS) + " per method, each run a fresh process",
             "command": " ".join(["python -m parity.bench", *argv]),
         },
-        "methods": summarize(samples),
+        "methods": summary,
         "parity_run": timing,
     }
     return data, all_ok

@@ -21,9 +21,11 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from paddle_impl.locations import cache_dir
+
 __all__ = ["ResultCache", "DEFAULT_CACHE_DIR"]
 
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "cache" / "torch"
+DEFAULT_CACHE_DIR = cache_dir()
 
 
 class ResultCache:
@@ -41,11 +43,12 @@ class ResultCache:
         entry = self.directory / key
         return entry if (entry / "result.json").is_file() else None
 
-    def store(self, key: str, worker_out: Path, cases: Optional[List[str]] = None) -> None:
+    def store(self, key: str, worker_out: Path, method: Optional[str] = None, cases: Optional[List[str]] = None) -> None:
         """Copy a finished worker's output in; the rename makes the entry appear whole or not at all.
 
-        ``cases`` (smoothing-mode names) keeps only those cases of a worker
-        that ran more: their directories and their entries in ``result.json``.
+        With ``method`` and ``cases`` (smoothing-mode names) only those cases
+        of a worker that ran more are kept: their directories and their entries
+        in ``result.json``.  Without, the whole output (a weights unit's).
         """
         if not self.enabled:
             return
@@ -55,11 +58,11 @@ class ResultCache:
         if cases is None:
             shutil.copytree(worker_out, staging)
         else:
-            staging.mkdir()
             for case in cases:
-                shutil.copytree(Path(worker_out) / case, staging / case)
+                shutil.copytree(Path(worker_out) / method / case, staging / method / case)
             result = json.loads((Path(worker_out) / "result.json").read_text())
-            result["cases"] = {name: info for name, info in result["cases"].items() if name in cases}
+            result["methods"] = [method]
+            result["cases"] = {method: {name: info for name, info in result["cases"][method].items() if name in cases}}
             (staging / "result.json").write_text(json.dumps(result, indent=1))
         target = self.directory / key
         if target.exists():

@@ -5,25 +5,29 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple, Union
 
 # Paddle warns on import when ccache is missing (this process imports it to convert
 # weights or to check --device gpu); it is about compiling C++ extensions, never done here.
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from paddle_impl.locations import data_root, default_image  # noqa: E402
+from paddle_impl.model_zoo import arch_names  # noqa: E402
 from parity.config import DEFAULT_THREADS  # noqa: E402
-from parity.registry import METHODS, PROFILES, SMOOTH_MODES  # noqa: E402
+from parity.registry import METHODS, PROFILES, SMOOTH_MODES, Setup, resolve_methods  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = REPO_ROOT / "fixtures" / "both.png"
+REPO_ROOT = data_root()  # the checkout, or the per-user data directory when installed
+DEFAULT_IMAGE = default_image()
 
 
 def _csv_choices(valid: List[str], what: str):
@@ -47,6 +51,23 @@ def _category(text: str) -> int:
     if not 0 <= value <= 999:
         raise argparse.ArgumentTypeError(f"category {value} is outside 0..999 (ResNet50 has 1000 ImageNet classes)")
     return value
+
+
+def _size(text: str) -> Tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected WIDTHxHEIGHT, e.g. 32x40")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _layer_paths(text: str) -> str:
+    from paddle_impl.layer_paths import parse_layer_paths
+
+    try:
+        parse_layer_paths(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -76,17 +97,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                        help="quick: ScoreCAM/AblationCAM on a 64x64 input at layer2 (minutes); full: every method on the image at its own size, layer4")
+    parser.add_argument("--profile", choices=list(PROFILES), default="full",
+                        help="; ".join(f"{name}: {profile.description}" for name, profile in PROFILES.items()))
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="precision of the model, the input and every stage on both sides")
     # String defaults go through ``type`` like a typed value (a list) and read well in --help.
-    parser.add_argument("--methods", type=_csv_choices(list(METHODS), "method"), default=", ".join(METHODS),
-                        help="comma-separated subset (default: all of %(default)s)")
-    parser.add_argument("--smooth", type=_csv_choices(list(SMOOTH_MODES), "smoothing mode"), default=", ".join(SMOOTH_MODES),
-                        help="comma-separated subset (default: all of %(default)s)")
+    parser.add_argument("--methods", type=_csv_choices(["all", "seed", *METHODS], "method"), default=None,
+                        help="comma-separated methods; 'seed' is the eight of the original reproduction, 'all' every "
+                        "CAM class of upstream 1.5.7 (default: the profile's)")
+    parser.add_argument("--smooth", type=_csv_choices(list(SMOOTH_MODES), "smoothing mode"), default=None,
+                        help=f"comma-separated subset of {', '.join(SMOOTH_MODES)} (default: the profile's); "
+                        "a method without a mode (FinerCAM has no aug_smooth) skips it")
+    parser.add_argument("--model", choices=arch_names(), default=None,
+                        help="run the profile on this model of the zoo instead of ResNet50, at its default target "
+                        "layer unless --target-layers (not with the zoo and upstream-suite profiles, which choose their models)")
+    parser.add_argument("--target-layers", type=_layer_paths, default=None, metavar="EXPR[,EXPR...]",
+                        help="target layers as attribute/index paths on the model, e.g. 'layer4[-1],layer4[-2]' "
+                        "(evaluated on both frameworks' models; default: the profile's, or the model's default)")
+    parser.add_argument("--paddle-target-layers", type=_layer_paths, default=None, metavar="EXPR[,EXPR...]",
+                        help="the Paddle model's target layers when its layers are named differently (default: --target-layers)")
+    parser.add_argument("--batch", type=_positive_int, default=None,
+                        help="repeat the image to a batch of N, as upstream's own tests do (default: 1)")
+    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+                        help="resize the image to WxH (default: the profile's: its own size, 64x64 for ScoreCAM/AblationCAM in quick)")
     parser.add_argument("--weights", default="default",
-                        help="'default' (seeded torchvision init, made once under fixtures/weights), 'imagenet' (torchvision download) or a torchvision ResNet50 .pth file")
+                        help="'default' (seeded torchvision init of the model, made once under fixtures/weights), "
+                        "'imagenet' (torchvision download) or a torchvision .pth state dict of the model")
     parser.add_argument("--image", default=None,
                         help=f"input image (default: {DEFAULT_IMAGE.relative_to(REPO_ROOT)}; if that is missing, matplotlib's grace_hopper.jpg, said loudly in the report)")
     parser.add_argument("--target-category", type=_category, default=None,
@@ -141,7 +177,7 @@ def _resolve_image(spec: Optional[str]):
     if spec is None:
         path = DEFAULT_IMAGE
         if not path.exists():
-            from tools.fixtures import fallback_image
+            from paddle_impl.locations import fallback_image
 
             found = fallback_image()
             if found is None:
@@ -203,48 +239,141 @@ def _replace_all(out: Path, texts: Dict[str, str]) -> None:
                 leftover.unlink()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    with cli_errors("python -m parity", debug=args.debug):
+def summarize(records: List[Dict]) -> Dict[str, int]:
+    """The run's counts; a case whose models' architectures differ is neither passed nor failed."""
+    return {
+        "cases": len(records),
+        "passed": sum(bool(r["passed"]) for r in records),
+        "failed": sum((not r["passed"]) and r["error"] is None and not r["architecture_differs"] for r in records),
+        "errors": sum(r["error"] is not None for r in records),
+        "architecture_differs": sum(bool(r["architecture_differs"]) for r in records),
+        "overlays_identical": sum(r["overlay_identical_fraction"] == 1.0 for r in records),
+    }
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> int:
+    """``python -m parity`` (``prog`` is the name the console script is called by)."""
+    parser = build_parser()
+    parser.prog = prog
+    args = parser.parse_args(argv)
+    with cli_errors(prog, debug=args.debug):
         return _run(args)
 
 
-def _run(args) -> int:
+_MULTI_MODEL_PROFILES = ("zoo", "upstream-suite")
+
+
+def _setup_transform(args):
+    """How the command line's --model/--target-layers/--batch/--size/--target-category change each setup."""
+    given = {name: getattr(args, name) for name in ("model", "target_layers", "paddle_target_layers", "batch", "size")}
+    if args.profile == "upstream-suite":
+        given["target_category"] = args.target_category
+    if args.profile in _MULTI_MODEL_PROFILES:
+        clashing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+        if clashing:
+            raise UserError(f"{', '.join(clashing)} cannot be combined with --profile {args.profile}, "
+                            "which chooses its own models, layers, batches and sizes")
+    if args.paddle_target_layers is not None and args.target_layers is None:
+        raise UserError("--paddle-target-layers needs --target-layers (the torch side's layers)")
+
+    def transform(setup: Setup) -> Setup:
+        if args.model is not None and args.model != setup.model:
+            # another architecture: the profile's ResNet50 layer names mean nothing there
+            setup = replace(setup, model=args.model, torch_layers="", paddle_layers="")
+        if args.target_layers is not None:
+            setup = replace(setup, torch_layers=args.target_layers,
+                            paddle_layers=args.paddle_target_layers or args.target_layers)
+        if args.batch is not None:
+            setup = replace(setup, batch=args.batch, cost_scale=setup.cost_scale * args.batch / setup.batch)
+        if args.size is not None:
+            setup = replace(setup, size=args.size)
+        if args.target_category is not None:
+            setup = replace(setup, target_category=args.target_category)
+        return setup
+
+    return transform
+
+
+def _prepare_weights(args, models: List[str]):
+    """Each model's weights pair and identity; the models whose paddle.vision twin differs, and why."""
+    from paddle_impl.weight_transfer import ArchitecturesDiffer
     from paddle_impl.weights import ensure_paddle_weights, resolve_weights, sha256_of, weights_identity
+
+    if args.weights != "default" and len(models) > 1:
+        raise UserError(f"--weights {args.weights} names one model's weights, but this run uses {len(models)} models "
+                        f"({', '.join(models)}); leave --weights at 'default' or choose one --model")
+    pairs, provenance, unavailable = {}, {}, {}
+    for model in models:
+        torch_weights = resolve_weights(args.weights, arch=model)
+        try:
+            paddle_weights = ensure_paddle_weights(torch_weights, arch=model)
+        except ArchitecturesDiffer as error:
+            unavailable[model] = str(error)
+            continue
+        except UserError as error:  # a key/shape mismatch does not say which file it is about
+            if str(torch_weights) in str(error):
+                raise
+            raise UserError(f"weights file {torch_weights}: {error}") from None
+        identity = weights_identity(torch_weights, arch=model)
+        pairs[model] = (torch_weights, paddle_weights, identity)
+        provenance[model] = {
+            "source": args.weights, "identity": identity,
+            "torch_path": _display(torch_weights), "torch_sha256": sha256_of(torch_weights),
+            "paddle_path": _display(paddle_weights), "paddle_sha256": sha256_of(paddle_weights),
+        }
+    return pairs, provenance, unavailable
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path, REPO_ROOT)
+    except ValueError:  # another drive
+        return str(path)
+
+
+def _reports_root(out: Path) -> Path:
+    """Where the reports this one links to live: the repository's reports/ when ``out`` is inside it."""
+    reports = REPO_ROOT / "reports"
+    try:
+        Path(out).resolve().relative_to(reports.resolve())
+        return reports
+    except ValueError:
+        return Path(out)
+
+
+def console_main() -> int:
+    """The ``paddle-gradcam-parity`` console script."""
+    return main(prog="paddle-gradcam-parity")
+
+
+def _run(args) -> int:
     from parity.config import fault_injection_from_env, make_config
-    from parity.provenance import base_provenance
-    from parity.report import REPORT_NAME, ensure_diff_images, render_markdown, render_summary_markdown, summary_line
+    from parity.provenance import base_provenance, project_state
+    from parity.report import render_all, sibling_reports, summary_line, write_diff_images
     from parity.runner import LiveProcesses, run_matrix
     from parity.schedule import schedule_in_words
 
     out = Path(args.out)
+    transform = _setup_transform(args)
     _check_device(args.device)
     image, image_info = _resolve_image(args.image)
-    torch_weights = resolve_weights(args.weights)
-    try:
-        paddle_weights = ensure_paddle_weights(torch_weights)
-    except UserError as error:  # a key/shape mismatch does not say which file it is about
-        if str(torch_weights) in str(error):
-            raise
-        raise UserError(f"weights file {torch_weights}: {error}") from None
+    methods = resolve_methods(args.methods) if args.methods else None
+    config = make_config(
+        profile=args.profile, dtype=args.dtype, out=out, image=image, image_sha256=image_info["sha256"], weights={},
+        methods=methods, smooths=args.smooth, setup_transform=transform, device=args.device, jobs=args.jobs,
+        threads=args.threads, use_cache=not args.no_cache, reuse_weights=not args.no_weight_reuse,
+        case_timeout=args.case_timeout, inject_fault=fault_injection_from_env(),
+    )
+    if not config.cases:
+        raise UserError(f"no case to run: none of the selected methods has any of the modes {', '.join(args.smooth or [])}")
+    config.weights, weights_provenance, config.unavailable = _prepare_weights(args, config.models)
     _check_writable(out)
 
     provenance = base_provenance()
     provenance.update(
-        device=args.device, dtype=args.dtype, profile=args.profile, image=image_info,
-        weights={"source": args.weights, "identity": weights_identity(torch_weights),
-                 "torch_path": os.path.relpath(torch_weights, REPO_ROOT), "torch_sha256": sha256_of(torch_weights),
-                 "paddle_path": os.path.relpath(paddle_weights, REPO_ROOT), "paddle_sha256": sha256_of(paddle_weights)},
+        device=args.device, dtype=args.dtype, profile=args.profile, image=image_info, weights=weights_provenance,
         target_rule="argmax" if args.target_category is None else f"category {args.target_category}",
         threads=args.threads, jobs=args.jobs, cache="off" if args.no_cache else "on",
-    )
-    config = make_config(
-        profile=args.profile, dtype=args.dtype, out=out, image=image, image_sha256=image_info["sha256"],
-        torch_weights=torch_weights, paddle_weights=paddle_weights,
-        weights_identity=provenance["weights"]["identity"], methods=args.methods, smooths=args.smooth,
-        device=args.device, jobs=args.jobs, threads=args.threads, target_category=args.target_category, use_cache=not args.no_cache,
-        reuse_weights=not args.no_weight_reuse, case_timeout=args.case_timeout,
-        inject_fault=fault_injection_from_env(),
     )
 
     live = LiveProcesses()
@@ -258,8 +387,12 @@ def _run(args) -> int:
     started = time.perf_counter()
 
     def progress(record, done, total):
-        status = "ERROR" if record["error"] else ("pass" if record["passed"] else "FAIL")
-        detail = f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None else record["error"].splitlines()[0]
+        if record["architecture_differs"]:
+            status, detail = "ARCH", "architectures differ: " + record["architecture_differs"].splitlines()[0][:160]
+        else:
+            status = "ERROR" if record["error"] else ("pass" if record["passed"] else "FAIL")
+            detail = (f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None
+                      else record["error"].splitlines()[0])
         print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
 
     def on_schedule(schedule):
@@ -282,27 +415,19 @@ def _run(args) -> int:
         signal.signal(signal.SIGTERM, previous)
     provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
 
-    results = {
-        "provenance": provenance,
-        "summary": {
-            "cases": len(records),
-            "passed": sum(r["passed"] for r in records),
-            "failed": sum((not r["passed"]) and r["error"] is None for r in records),
-            "errors": sum(r["error"] is not None for r in records),
-            "overlays_identical": sum(r["overlay_identical_fraction"] == 1.0 for r in records),
-        },
-        "cases": records,
-    }
+    provenance["project"] = project_state()
+    results = {"provenance": provenance, "summary": summarize(records), "cases": records}
     try:
-        ensure_diff_images(results, out)
+        write_diff_images(results, out)  # one |Δ| scale for the whole report, recorded in results
+        texts = render_all(results, out, siblings=sibling_reports(out, _reports_root(out)))
         _replace_all(out, {
             "parity.json": json.dumps(results, indent=1, allow_nan=True),
             "parity_diff.log": "\n\n".join(r["message"] for r in records) + "\n",
-            REPORT_NAME: render_markdown(results, out_dir=out),
-            "parity_summary.md": render_summary_markdown(results),
+            **texts,
         })
     except OSError as error:
         raise UserError(f"cannot write the report to {out}: {error.strerror or error}") from None
     print(summary_line(results))
     print(f"report: {out / 'parity.md'}")
-    return 0 if all(r["passed"] for r in records) else 1
+    # A model whose paddle.vision twin computes another function is reported, not failed: no port can pass it.
+    return 0 if records and all(r["passed"] or r["architecture_differs"] for r in records) else 1

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from parity.cache import ResultCache
 from parity.provenance import package_versions
-from parity.registry import METHODS, PROFILES, SMOOTH_MODES, Profile
+from parity.registry import PROFILES, Case, Setup, all_cases
 
-__all__ = ["RunConfig", "make_config", "fault_injection_from_env", "DEFAULT_THREADS"]
+__all__ = ["RunConfig", "make_config", "fault_injection_from_env", "DEFAULT_THREADS", "WeightsPair"]
 
 # Threads each worker computes with.  Both frameworks' float32 bits depend on it (torch's oneDNN
 # splits reductions by thread; so may Paddle's MKL), so it is a fixed setting of the run, never a
@@ -18,22 +18,22 @@ __all__ = ["RunConfig", "make_config", "fault_injection_from_env", "DEFAULT_THRE
 # one-thread workers side by side.
 DEFAULT_THREADS = 1
 
+# (torch .pth, its verified Paddle conversion, the content identity of the .pth)
+WeightsPair = Tuple[Path, Path, str]
+
 
 @dataclass
 class RunConfig:
-    profile: Profile
+    cases: List[Case]
+    weights: Dict[str, WeightsPair]  # model name -> its weights
     dtype: str
     device: str
-    methods: List[str]
-    smooths: List[str]
     image: Path
-    torch_weights: Path
-    paddle_weights: Path
     cache_fields: Dict
     out: Path
+    profile: str = "quick"
     jobs: int = 2
     threads: int = DEFAULT_THREADS
-    target_category: Optional[int] = None
     cache: ResultCache = field(default_factory=lambda: ResultCache(enabled=False))
     case_timeout: float = 3 * 3600.0
     reuse_weights: bool = True
@@ -41,11 +41,18 @@ class RunConfig:
     # variant is long enough to be worth its own process (parity.plan); True/False force it.
     split_units: Optional[bool] = None
     inject_fault: Dict[str, str] = field(default_factory=dict)  # "framework:method" -> "crash" | "hang"
+    # Models whose paddle.vision twin computes another function than torchvision's (model -> why):
+    # their cases are reported as "architectures differ", never run.
+    unavailable: Dict[str, str] = field(default_factory=dict)
 
     @property
     def workers(self) -> int:
         """How many worker processes may run at once: ``--jobs``, and no more than the cores allow."""
         return max(1, min(self.jobs, (os.cpu_count() or 1) // self.threads))
+
+    @property
+    def models(self) -> List[str]:
+        return list(dict.fromkeys(case.setup.model for case in self.cases))
 
 
 def make_config(
@@ -55,31 +62,41 @@ def make_config(
     out: Path,
     image: Path,
     image_sha256: str,
-    torch_weights: Path,
-    paddle_weights: Path,
-    weights_identity: str,
+    torch_weights: Optional[Path] = None,
+    paddle_weights: Optional[Path] = None,
+    weights_identity: Optional[str] = None,
+    weights: Optional[Dict[str, WeightsPair]] = None,
     methods: Optional[List[str]] = None,
     smooths: Optional[List[str]] = None,
+    setup_transform: Callable[[Setup], Setup] = lambda setup: setup,
     device: str = "cpu",
     jobs: int = 2,
     threads: int = DEFAULT_THREADS,
-    target_category: Optional[int] = None,
     use_cache: bool = True,
     reuse_weights: bool = True,
     split_units: Optional[bool] = None,
     case_timeout: float = 3 * 3600.0,
     inject_fault: Optional[Dict[str, str]] = None,
+    unavailable: Optional[Dict[str, str]] = None,
 ) -> RunConfig:
-    # Everything an upstream result depends on, besides the case itself: versions, the weights'
-    # content, the image and the thread count.
-    cache_fields = dict(package_versions(), weights=weights_identity, image=image_sha256, threads=threads)
+    """The cases of ``profile`` (narrowed to ``methods`` and ``smooths``, setups passed through
+    ``setup_transform``) with the weights of each model they use.
+
+    ``weights`` maps each model to its weights; for a one-model run
+    ``torch_weights``/``paddle_weights``/``weights_identity`` may be given instead.
+    """
+    cases = all_cases(methods, smooths, PROFILES[profile], setup_transform)
+    if weights is None:
+        models = {case.setup.model for case in cases}
+        weights = {model: (Path(torch_weights), Path(paddle_weights), weights_identity) for model in models}
+    # Everything an upstream result depends on besides the case, its setup and its model's
+    # weights (those are added per job): versions, the image and the thread count.
+    cache_fields = dict(package_versions(), image=image_sha256, threads=threads)
     return RunConfig(
-        profile=PROFILES[profile], dtype=dtype, device=device, methods=list(methods or METHODS),
-        smooths=list(smooths or SMOOTH_MODES), image=Path(image),
-        torch_weights=Path(torch_weights), paddle_weights=Path(paddle_weights), cache_fields=cache_fields,
-        out=Path(out), jobs=jobs, threads=threads, target_category=target_category,
-        cache=ResultCache(enabled=use_cache), case_timeout=case_timeout, reuse_weights=reuse_weights,
-        split_units=split_units, inject_fault=dict(inject_fault or {}),
+        cases=cases, weights=dict(weights), dtype=dtype, device=device, image=Path(image), cache_fields=cache_fields,
+        out=Path(out), profile=profile, jobs=jobs, threads=threads, cache=ResultCache(enabled=use_cache),
+        case_timeout=case_timeout, reuse_weights=reuse_weights, split_units=split_units,
+        inject_fault=dict(inject_fault or {}), unavailable=dict(unavailable or {}),
     )
 
 

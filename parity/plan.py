@@ -1,11 +1,14 @@
 """Plan a parity run: which worker processes run, what each one covers, what it waits for, what the cache holds.
 
-A *cases job* is one framework's run of one method in all its selected
-smoothing modes: one process start, and for ScoreCAM and AblationCAM the
-channel weights are computed once per augmentation variant and reused
-(``parity.stages``) by the eigen_smooth cases and, through aug_smooth's
-identity variant, by the plain ones.  A job still caches and pairs as its two
-one-augmentation *views* (``job_views``).
+A *cases job* is one framework's run of some methods on one setup, in all
+their selected smoothing modes.  Methods that take seconds share one process
+per (framework, setup), so a run starts few processes; a method expected to
+take long (ScoreCAM and AblationCAM at full size) gets a process of its own,
+so that long jobs can run side by side.  Within a job, ScoreCAM's and
+AblationCAM's channel weights are computed once per augmentation variant and
+reused (``parity.stages``) by the eigen_smooth cases and, through
+aug_smooth's identity variant, by the plain ones.  A job still caches and
+pairs as its one-method, one-augmentation *views* (``job_views``).
 
 A long aug_smooth job of those two methods is split further into six
 *weights units*, one per augmentation variant, each a process of its own
@@ -20,91 +23,125 @@ workers, and across the runners of a sharded run.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from parity.cache import ResultCache
 from parity.config import RunConfig
-from parity.registry import METHODS, SMOOTH_MODES, smooth_name
-from parity.schedule import AUG_VARIANTS, WORKER_OVERHEAD_SECONDS, variant_cost
+from parity.registry import METHODS, SMOOTH_MODES, Case, Setup, smooth_name
+from parity.schedule import AUG_VARIANTS, WORKER_OVERHEAD_SECONDS, method_variant_cost
 from parity.worker import WorkerJob
 
-__all__ = ["plan_jobs", "job_views", "weights_units", "should_split", "cache_key", "Plan", "make_plan",
-           "SPLIT_MIN_SECONDS", "view_cases"]
+__all__ = ["plan_jobs", "job_views", "weights_units", "should_split", "stands_alone", "cache_key", "Plan",
+           "make_plan", "SPLIT_MIN_SECONDS", "view_cases", "setup_slug"]
 
-# A variant must take this long before it gets a process of its own: several times a worker's
-# start-up, so that the split never costs more than it saves.
+# A method (or one augmentation variant of it) must take this long before it gets a process of
+# its own: several times a worker's start-up, so that a split never costs more than it saves.
 SPLIT_MIN_SECONDS = 8 * WORKER_OVERHEAD_SECONDS
 
 
-def plan_jobs(config: RunConfig, work_dir: Path, combine: bool = True) -> List[WorkerJob]:
-    """The cases jobs of a run, in registry order.
+def setup_slug(setup: Setup) -> str:
+    """A file-name-safe name for a setup's directories ("main" for the unnamed one)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", setup.name) or "main"
 
-    With ``combine``, each method gets one job per framework covering all its
-    selected modes: one process start instead of two, and for ScoreCAM and
-    AblationCAM the plain cases reuse the channel weights of aug_smooth's
-    identity variant.  Without it, one job per (framework, method, augmentation).
+
+def _setups_in_order(cases: List[Case]) -> List[Tuple[Setup, List[Case]]]:
+    grouped: Dict[Setup, List[Case]] = {}
+    for case in cases:
+        grouped.setdefault(case.setup, []).append(case)
+    return list(grouped.items())
+
+
+def stands_alone(method: str, setup: Setup, config: RunConfig, framework: str) -> bool:
+    """Whether a method gets a process of its own instead of sharing one with the setup's other methods."""
+    cost = method_variant_cost(method, framework, setup, config.threads)
+    return cost >= SPLIT_MIN_SECONDS
+
+
+def _base_job(config: RunConfig, setup: Setup, framework: str, methods: List[str], out_dir: Path) -> WorkerJob:
+    torch_weights, paddle_weights, _ = config.weights[setup.model]
+    return WorkerJob(
+        framework=framework, methods=methods, aug_smooth=False, eigen_modes=[], image=str(Path(config.image).resolve()),
+        setup=setup, torch_weights=str(Path(torch_weights).resolve()), paddle_weights=str(Path(paddle_weights).resolve()), dtype=config.dtype, device=config.device,
+        threads=config.threads, out_dir=str(out_dir), reuse_weights=config.reuse_weights,
+        inject_fault=next((config.inject_fault[f"{framework}:{m}"] for m in methods
+                           if f"{framework}:{m}" in config.inject_fault), None),
+    )
+
+
+def _with_modes(job: WorkerJob, cases: List[Case], work_dir: Path, combine: bool) -> List[WorkerJob]:
+    """The job(s) covering ``cases`` (all of ``job.methods`` on one setup): one, or one per augmentation."""
+    modes = {aug: sorted({SMOOTH_MODES[c.smooth].eigen_smooth for c in cases if SMOOTH_MODES[c.smooth].aug_smooth == aug})
+             for aug in (False, True)}
+    if combine and modes[True] and modes[False]:
+        return [replace(job, aug_smooth=True, eigen_modes=modes[True], plain_eigen_modes=modes[False])]
+    return [replace(job, aug_smooth=aug, eigen_modes=modes[aug], out_dir=f"{job.out_dir}-{'aug' if aug else 'plain'}")
+            for aug in (False, True) if modes[aug]]
+
+
+def plan_jobs(config: RunConfig, work_dir: Path, combine: bool = True) -> List[WorkerJob]:
+    """The cases jobs of a run, setup by setup, torch before paddle, in registry order.
+
+    With ``combine`` a job covers all the selected modes of its methods and
+    short methods share a process; without it every (framework, setup,
+    method, augmentation) is a process of its own.
     """
-    jobs = []
-    for method in config.methods:
-        spec = METHODS[method]
-        modes = {aug: [SMOOTH_MODES[s].eigen_smooth for s in config.smooths if SMOOTH_MODES[s].aug_smooth == aug]
-                 for aug in (False, True)}
+    jobs: List[WorkerJob] = []
+    setups = _setups_in_order([c for c in config.cases if c.setup.model not in config.unavailable])
+    for index, (setup, cases) in enumerate(setups):
+        methods = list(dict.fromkeys(case.method for case in cases))
+        slug = f"{index}-{setup_slug(setup)}"  # unnamed setups (light and heavy in quick) share "main"
         for framework in ("torch", "paddle"):
-            base = WorkerJob(
-                framework=framework,
-                method=method,
-                aug_smooth=False,
-                eigen_modes=[],
-                image=str(config.image),
-                image_size=config.profile.image_size(spec),
-                target_layer=config.profile.target_layer(spec),
-                torch_weights=str(config.torch_weights),
-                paddle_weights=str(config.paddle_weights),
-                dtype=config.dtype,
-                device=config.device,
-                threads=config.threads,
-                out_dir=str(work_dir / f"{framework}-{method}"),
-                target_category=config.target_category,
-                reuse_weights=config.reuse_weights,
-                inject_fault=config.inject_fault.get(f"{framework}:{method}"),
-            )
-            if combine and modes[True] and modes[False]:
-                jobs.append(replace(base, aug_smooth=True, eigen_modes=modes[True], plain_eigen_modes=modes[False]))
-                continue
-            for aug in (False, True):
-                if modes[aug]:
-                    out_dir = str(work_dir / f"{framework}-{method}-{'aug' if aug else 'plain'}")
-                    jobs.append(replace(base, aug_smooth=aug, eigen_modes=modes[aug], out_dir=out_dir))
+            if combine:
+                shared = [m for m in methods if not stands_alone(m, setup, config, framework)]
+                groups = ([(shared, "shared")] if shared else []) + [
+                    ([m], m) for m in methods if m not in shared]
+            else:
+                groups = [([m], m) for m in methods]
+            for group, label in groups:
+                base = _base_job(config, setup, framework, group, work_dir / f"{framework}-{slug}-{_safe(label)}")
+                jobs += _with_modes(base, [c for c in cases if c.method in group], work_dir, combine)
     return jobs
 
 
-def job_views(job: WorkerJob) -> List[WorkerJob]:
-    """The one-augmentation jobs ``job`` stands for: the unit of caching and of case pairing.
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "p", text)
 
-    The views share the job's ``out_dir``: a worker writes each case under its own name.
+
+def job_views(job: WorkerJob) -> List[WorkerJob]:
+    """The one-method, one-augmentation jobs ``job`` stands for: the unit of caching and of case pairing.
+
+    The views share the job's ``out_dir``: a worker writes each case under its method's and mode's names.
     """
-    if not job.plain_eigen_modes:
-        return [job]
-    return [
-        replace(job, plain_eigen_modes=[]),
-        replace(job, aug_smooth=False, eigen_modes=list(job.plain_eigen_modes), plain_eigen_modes=[]),
-    ]
+    views = []
+    for method in job.methods:
+        single = replace(job, methods=[method])
+        if not job.plain_eigen_modes:
+            views.append(single)
+            continue
+        views.append(replace(single, plain_eigen_modes=[]))
+        views.append(replace(single, aug_smooth=False, eigen_modes=list(job.plain_eigen_modes), plain_eigen_modes=[]))
+    # a method without aug_smooth (FinerCAM, RefineCAM, SESS, DFF) has no cases in an augmented view
+    return [view for view in views if view_cases(view)]
 
 
 def view_cases(view: WorkerJob) -> List[str]:
-    """The smoothing-mode names a one-augmentation view covers."""
-    return [smooth_name(aug, eigen) for aug, eigen in view.modes]
+    """The smoothing-mode names a one-method, one-augmentation view covers (modes its method has)."""
+    spec = METHODS[view.method]
+    return [name for name in (smooth_name(aug, eigen) for aug, eigen in view.modes) if name in spec.smooths]
 
 
 def should_split(job: WorkerJob, config: RunConfig) -> bool:
     """Whether an aug_smooth ScoreCAM/AblationCAM job runs its variants as weights units."""
-    if not (METHODS[job.method].reruns_network_per_channel and job.aug_smooth and config.reuse_weights):
+    if len(job.methods) != 1 or not job.aug_smooth or not config.reuse_weights:
+        return False
+    if not METHODS[job.method].reruns_network_per_channel:
         return False
     if config.split_units is not None:
         return config.split_units
-    return variant_cost(job, config.profile) >= SPLIT_MIN_SECONDS
+    return method_variant_cost(job.method, job.framework, job.setup, job.threads) >= SPLIT_MIN_SECONDS
 
 
 def weights_units(job: WorkerJob) -> List[WorkerJob]:
@@ -117,12 +154,12 @@ def weights_units(job: WorkerJob) -> List[WorkerJob]:
 
 
 def cache_key(config: RunConfig, job: WorkerJob) -> str:
-    """The upstream cache key of a one-augmentation view or a weights unit."""
+    """The upstream cache key of a one-method, one-augmentation view or of a weights unit."""
     fields = dict(config.cache_fields)
     fields.update(
-        method=job.method, aug_smooth=job.aug_smooth, eigen_modes=job.eigen_modes, dtype=job.dtype,
-        device=job.device, image_size=job.image_size, target_layer=job.target_layer,
-        target_category=job.target_category, reuse_weights=job.reuse_weights, threads=job.threads,
+        layout=2, method=job.method, aug_smooth=job.aug_smooth, eigen_modes=job.eigen_modes, dtype=job.dtype,
+        device=job.device, setup=job.setup.describe(), weights=config.weights[job.setup.model][2],
+        reuse_weights=job.reuse_weights, threads=job.threads,
     )
     if job.is_unit:
         fields.update(kind="weights-unit", variant=job.variant, eigen_modes=None)
@@ -135,8 +172,8 @@ class Plan:
 
     ``jobs`` holds weights units and cases jobs; a cases job with
     ``weights_from`` waits for those of its units that are in ``jobs`` (the
-    others came from the cache).  ``cached`` pairs each cached one-augmentation
-    view with its cache entry.
+    others came from the cache).  ``cached`` pairs each cached view with its
+    cache entry.
     """
 
     jobs: List[WorkerJob] = field(default_factory=list)
@@ -151,29 +188,46 @@ class Plan:
         return [j for j in self.jobs if j.is_unit]
 
 
+def _to_run(job: WorkerJob, config: RunConfig, plan: Plan) -> List[WorkerJob]:
+    """``job`` minus the views the cache already holds (those go to ``plan.cached``).
+
+    Only upstream (torch) results are cached.  A job runs whole if none of it
+    is cached; otherwise each method's missing views run on their own (both
+    views of a method in one process), each in a directory of its own.
+    """
+    if job.framework != "torch":
+        return [job]
+    views = job_views(job)
+    hits = [config.cache.lookup(cache_key(config, view)) for view in views]
+    plan.cached += [(view, hit) for view, hit in zip(views, hits) if hit is not None]
+    missing = [view for view, hit in zip(views, hits) if hit is None]
+    if len(missing) == len(views):
+        return [job]
+    jobs = []
+    for method in dict.fromkeys(view.method for view in missing):
+        mine = [view for view in missing if view.method == method]
+        if len(mine) == len(job_views(replace(job, methods=[method]))):
+            jobs.append(replace(job, methods=[method], out_dir=f"{job.out_dir}-{_safe(method)}"))
+        else:
+            jobs += [replace(view, out_dir=f"{job.out_dir}-{_safe(method)}-{'aug' if view.aug_smooth else 'plain'}")
+                     for view in mine]
+    return jobs
+
+
 def make_plan(config: RunConfig, work_dir: Path) -> Plan:
     plan = Plan()
-    cache: ResultCache = config.cache
-    for job in plan_jobs(config, work_dir):
-        if job.framework == "torch":
-            views = job_views(job)
-            hits: Dict[int, Optional[Path]] = {i: cache.lookup(cache_key(config, v)) for i, v in enumerate(views)}
-            plan.cached += [(views[i], hit) for i, hit in hits.items() if hit is not None]
-            missing = [views[i] for i, hit in hits.items() if hit is None]
-            if not missing:
-                continue
-            # a combined job runs whole only if none of it is cached; a lone missing part runs alone
-            job = job if len(missing) == len(views) else missing[0]
-        if should_split(job, config):
-            sources = []
-            for unit in weights_units(job):
-                hit = cache.lookup(cache_key(config, unit)) if unit.framework == "torch" else None
-                if hit is None:
-                    plan.jobs.append(unit)
-                    sources.append(unit.out_dir)
-                else:
-                    plan.cached_units += 1
-                    sources.append(str(hit))
-            job = replace(job, weights_from=sources)
-        plan.jobs.append(job)
+    for planned in plan_jobs(config, work_dir):
+        for job in _to_run(planned, config, plan):
+            if should_split(job, config):
+                sources = []
+                for unit in weights_units(job):
+                    hit = config.cache.lookup(cache_key(config, unit)) if unit.framework == "torch" else None
+                    if hit is None:
+                        plan.jobs.append(unit)
+                        sources.append(unit.out_dir)
+                    else:
+                        plan.cached_units += 1
+                        sources.append(str(hit))
+                job = replace(job, weights_from=sources)
+            plan.jobs.append(job)
     return plan

@@ -20,17 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from parity.case_record import finalize_case
+from parity.case_record import empty_record, finalize_case
+from parity.compare import stage_bounds
 from parity.config import RunConfig
+from parity.diagnose import diagnose
 from parity.outcome import JobOutcome
-from parity.plan import Plan, cache_key, job_views, make_plan, plan_jobs, view_cases
-from parity.registry import Case, all_cases, smooth_name
+from parity.plan import Plan, cache_key, job_views, make_plan, view_cases
+from parity.registry import Case
 from parity.schedule import job_cost
 from parity.worker import WorkerJob, worker_environment
 
-__all__ = ["run_matrix", "run_case_group", "JobOutcome", "LiveProcesses"]
+__all__ = ["run_matrix", "run_plan", "JobOutcome", "LiveProcesses"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 2000
 
 
@@ -80,7 +81,7 @@ def _run_worker(job: WorkerJob, timeout: float, live: LiveProcesses) -> JobOutco
             return JobOutcome(job, False, 0.0, out_dir, error="not started: the run was interrupted")
         proc = subprocess.Popen(
             [sys.executable, "-m", "parity.worker", str(job_file)],
-            cwd=REPO_ROOT, env=worker_environment(job.threads), stdout=log, stderr=subprocess.STDOUT,
+            cwd=out_dir, env=worker_environment(job.threads), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         live.add(proc)
@@ -114,7 +115,7 @@ def _execute(config: RunConfig, job: WorkerJob, live: LiveProcesses) -> JobOutco
             config.cache.store(cache_key(config, job), outcome.out_dir)
         else:
             for view in job_views(job):
-                config.cache.store(cache_key(config, view), outcome.out_dir, cases=view_cases(view))
+                config.cache.store(cache_key(config, view), outcome.out_dir, method=view.method, cases=view_cases(view))
     return outcome
 
 
@@ -151,7 +152,7 @@ def run_plan(
 
     def ready() -> List[WorkerJob]:
         jobs = [job for key, job in waiting.items() if needs[key] <= finished | set(failed)]
-        return sorted(jobs, key=lambda job: job_cost(job, config.profile), reverse=True)
+        return sorted(jobs, key=job_cost, reverse=True)
 
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         running: Dict[Future, WorkerJob] = {}
@@ -202,26 +203,48 @@ def run_matrix(
     (weights units among them) will run, how many at once, threads each.
     """
     live = live or LiveProcesses()
-    cases = all_cases(config.methods, config.smooths)
+    cases = config.cases
+    wanted = {case.id for case in cases}
     records: Dict[str, Dict] = {}
-    done: Dict[Tuple[str, str, bool], JobOutcome] = {}
+    done: Dict[Tuple, JobOutcome] = {}
+    diagnoses: Dict = {}
+
+    def diagnose_layers(case: Case, torch_out: JobOutcome, input_array) -> Dict:
+        # every method of a setup runs on the same two models: one diagnosis per setup
+        if case.setup not in diagnoses:
+            rtol = stage_bounds(case.spec, config.dtype)["logits"].value
+            diagnoses[case.setup] = diagnose(torch_out.job, input_array, rtol)
+        return diagnoses[case.setup]
 
     def record_outcome(job: WorkerJob, outcome: JobOutcome) -> None:
         views = job_views(job)
         for view in views:
-            done[(view.framework, view.method, view.aug_smooth)] = outcome
+            done[(view.framework, view.setup, view.method, view.aug_smooth)] = outcome
         for view in views:
-            other = done.get(("paddle" if view.framework == "torch" else "torch", view.method, view.aug_smooth))
+            other = done.get(("paddle" if view.framework == "torch" else "torch", view.setup, view.method, view.aug_smooth))
             if other is None:
                 continue
             torch_out = outcome if view.framework == "torch" else other
             paddle_out = other if view.framework == "torch" else outcome
-            for eigen in view.eigen_modes:
-                case = Case(view.method, smooth_name(view.aug_smooth, eigen))
-                record = finalize_case(config, case, torch_out, paddle_out)
+            for smooth in view_cases(view):
+                case = Case(view.method, smooth, view.setup)
+                if case.id not in wanted:
+                    continue
+                record = finalize_case(config, case, torch_out, paddle_out, diagnose_layers)
                 records[case.id] = record
                 if progress is not None:
                     progress(record, len(records), len(cases))
+
+    for case in cases:
+        if case.setup.model in config.unavailable:
+            # paddle.vision's architecture differs from torchvision's: no weight transfer can make the
+            # two models compute the same function, so nothing runs and the case is reported as such
+            record = empty_record(config, case)
+            record["architecture_differs"] = config.unavailable[case.setup.model]
+            record["message"] = f"{case.id}: not run: {config.unavailable[case.setup.model]}"
+            records[case.id] = record
+            if progress is not None:
+                progress(record, len(records), len(cases))
 
     with tempfile.TemporaryDirectory(prefix="parity-work-") as work:
         plan = make_plan(config, Path(work))
@@ -237,9 +260,3 @@ def run_matrix(
     return [records[c.id] for c in cases if c.id in records]
 
 
-def run_case_group(config: RunConfig, method: str, aug_smooth: bool, work_dir: Path) -> Tuple[JobOutcome, JobOutcome]:
-    """Run the torch and the Paddle job of one (method, augmentation) pair, one after the other."""
-    live = LiveProcesses()
-    jobs = [j for j in plan_jobs(config, work_dir, combine=False) if j.method == method and j.aug_smooth == aug_smooth]
-    outcomes = {job.framework: _execute(config, job, live) for job in jobs}
-    return outcomes["torch"], outcomes["paddle"]

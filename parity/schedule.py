@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 from typing import Dict, List, Sequence
 
-from parity.registry import METHODS, Profile
+from parity.registry import METHODS, Setup
 from parity.worker import WorkerJob
 
-__all__ = ["job_cost", "variant_cost", "estimate_makespan", "schedule_in_words", "WORKER_OVERHEAD_SECONDS", "AUG_VARIANTS"]
+__all__ = ["job_cost", "variant_cost", "method_variant_cost", "estimate_makespan", "schedule_in_words", "WORKER_OVERHEAD_SECONDS", "AUG_VARIANTS"]
 
 # A worker's fixed price: interpreter start, importing torch or paddle, building
 # ResNet50 and loading its weights (measured 6-12 s here, single-threaded).
@@ -38,27 +38,39 @@ def _thread_scale(threads: int) -> float:
     return SECOND_THREAD_SPEEDUP / speedup
 
 
-def variant_cost(job: WorkerJob, profile: Profile) -> float:
-    """Seconds one augmentation variant of ``job``'s method takes, at the job's thread count."""
-    spec = METHODS[job.method]
-    per_variant = spec.torch_seconds if job.framework == "torch" else spec.paddle_seconds
-    if spec.reruns_network_per_channel:
-        per_variant *= profile.heavy_cost_scale
-    return per_variant * _thread_scale(job.threads)
+def method_variant_cost(method: str, framework: str, setup: Setup, threads: int) -> float:
+    """Seconds one augmentation variant of ``method`` takes on ``setup``, at ``threads`` threads."""
+    spec = METHODS[method]
+    per_variant = spec.torch_seconds if framework == "torch" else spec.paddle_seconds
+    return per_variant * setup.cost_scale * _thread_scale(threads)
 
 
-def job_cost(job: WorkerJob, profile: Profile) -> float:
+def variant_cost(job: WorkerJob) -> float:
+    """Seconds one augmentation variant of every method of ``job`` takes together."""
+    return sum(method_variant_cost(m, job.framework, job.setup, job.threads) for m in job.methods)
+
+
+def job_cost(job: WorkerJob) -> float:
     """Estimated compute seconds of a job (overhead excluded)."""
-    spec = METHODS[job.method]
     if job.is_unit:
-        return variant_cost(job, profile)
-    passes = (AUG_VARIANTS if job.aug_smooth else 1) * len(job.eigen_modes) + len(job.plain_eigen_modes)
-    if job.weights_from:
-        return passes * PASS_SECONDS * _thread_scale(job.threads)
-    if spec.reruns_network_per_channel and job.reuse_weights:
-        # channel weights are computed once per variant; the other modes reuse them
-        return variant_cost(job, profile) * (AUG_VARIANTS if job.aug_smooth else 1)
-    return variant_cost(job, profile) * passes
+        return variant_cost(job)
+    total = 0.0
+    for method in job.methods:
+        spec = METHODS[method]
+        per_variant = method_variant_cost(method, job.framework, job.setup, job.threads)
+        if job.aug_smooth:
+            aug_passes = AUG_VARIANTS * len(job.eigen_modes) if "aug_smooth" in spec.smooths else 0
+            plain_passes = len(job.plain_eigen_modes)
+        else:
+            aug_passes, plain_passes = 0, len(job.eigen_modes)
+        if job.weights_from:
+            total += (aug_passes + plain_passes) * PASS_SECONDS * _thread_scale(job.threads)
+        elif spec.reruns_network_per_channel and job.reuse_weights:
+            # channel weights are computed once per variant; the other modes reuse them
+            total += per_variant * (AUG_VARIANTS if aug_passes else 1)
+        else:
+            total += per_variant * (aug_passes + plain_passes)
+    return total
 
 
 def estimate_makespan(costs: Sequence[float], workers: int) -> float:

@@ -1,9 +1,9 @@
 """Run one framework's side of a group of parity cases, in a process of its own.
 
-``python -m parity.worker JOB.json`` reads a job (framework, method, which
-smoothing modes, image, weights, dtype, device, threads), runs
-the CAM as a user of that library would, and writes under the job's
-``out_dir``: ``<smooth>/<stage>.npy`` for every recorded stage and
+``python -m parity.worker JOB.json`` reads a job (framework, methods, which
+smoothing modes, image, setup, weights, dtype, device, threads), runs each
+CAM as a user of that library would, and writes under the job's ``out_dir``:
+``<method>/<smooth>/<stage>.npy`` for every recorded stage and
 ``result.json`` with timings.  One framework per process keeps torch's and
 Paddle's thread pools from fighting and makes the timings fair.
 
@@ -20,11 +20,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["WorkerJob", "run_job", "worker_environment", "THREAD_ENV_VARS"]
+from parity.registry import Setup
+
+__all__ = ["WorkerJob", "run_job", "worker_environment", "THREAD_ENV_VARS", "load_input_image", "batch_of", "overlay_picture"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -48,19 +50,17 @@ def worker_environment(threads: int) -> Dict[str, str]:
 @dataclass
 class WorkerJob:
     framework: str  # "torch" | "paddle"
-    method: str
+    methods: List[str]
     aug_smooth: bool
     eigen_modes: List[bool]
     image: str
-    image_size: Optional[int]
-    target_layer: str
+    setup: Setup
     torch_weights: str
     paddle_weights: str
     dtype: str
     device: str
     threads: int
     out_dir: str
-    target_category: Optional[int] = None
     reuse_weights: bool = True
     batch_size: Optional[int] = None
     inject_fault: Optional[str] = None  # tests only: "crash" | "hang"
@@ -88,24 +88,48 @@ class WorkerJob:
     def is_unit(self) -> bool:
         return self.variant is not None
 
+    @property
+    def method(self) -> str:
+        """The method of a one-method job (weights units, the heavy methods' jobs, views)."""
+        if len(self.methods) != 1:
+            raise ValueError(f"a job of {len(self.methods)} methods has no single method")
+        return self.methods[0]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerJob":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        setup = dict(data.pop("setup"))
+        if setup.get("size") is not None:
+            setup["size"] = tuple(setup["size"])
+        return cls(setup=Setup(**setup), **data)
 
 
-def load_input_image(path: str, size: Optional[int], dtype: str) -> np.ndarray:
-    """The RGB float image both sides start from (same loader, same resize)."""
+def load_input_image(path: str, size: Optional[Union[int, Tuple[int, int]]], dtype: str) -> np.ndarray:
+    """The RGB float image both sides start from (same loader, same resize to (width, height); an int is square)."""
     import cv2
 
     from paddle_impl.image_io import load_rgb_image
 
     rgb, _ = load_rgb_image(path)
-    if size is not None and rgb.shape[:2] != (size, size):
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    if isinstance(size, int):
+        size = (size, size)
+    if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
+        rgb = cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_AREA)
     return rgb.astype(dtype)
+
+
+def batch_of(tensor, batch: int, framework: str):
+    """The (1, C, H, W) input repeated to a batch of ``batch``, as upstream's own tests build theirs."""
+    if batch == 1:
+        return tensor
+    if framework == "torch":
+        return tensor.repeat(batch, 1, 1, 1)
+    import paddle
+
+    return paddle.tile(tensor, [batch, 1, 1, 1])
 
 
 class _TorchSide:
@@ -114,24 +138,27 @@ class _TorchSide:
 
         torch.set_num_threads(job.threads)
         import pytorch_grad_cam
-        from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
+        from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image, show_factorization_on_image
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        from paddle_impl.weights import load_torch_state_dict, torch_resnet50
+        from paddle_impl.weights import build_torch_model, load_torch_state_dict
 
         self.torch = torch
         self.library = pytorch_grad_cam
         self.preprocess_image = preprocess_image
         self.show_cam_on_image = show_cam_on_image
+        self.show_factorization_on_image = show_factorization_on_image
         self.target_class = ClassifierOutputTarget
         self.device = torch.device("cuda" if job.device == "gpu" else "cpu")
-        self.model = torch_resnet50(load_torch_state_dict(Path(job.torch_weights)), job.dtype).to(self.device)
+        state = load_torch_state_dict(Path(job.torch_weights))
+        self.model = build_torch_model(job.setup.model, state, job.dtype).to(self.device)
 
     def to_numpy(self, tensor) -> np.ndarray:
         return tensor.detach().cpu().numpy().copy()
 
-    def input_tensor(self, rgb: np.ndarray):
-        return self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD).to(self.device)
+    def input_tensor(self, rgb: np.ndarray, batch: int):
+        tensor = self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD).to(self.device)
+        return batch_of(tensor, batch, "torch")
 
 
 class _PaddleSide:
@@ -141,21 +168,22 @@ class _PaddleSide:
         paddle.set_device("gpu" if job.device == "gpu" else "cpu")
         paddle.base.core.set_num_threads(job.threads)
         import paddle_impl
-        from paddle_impl.utils.image import preprocess_image, show_cam_on_image
+        from paddle_impl.utils.image import preprocess_image, show_cam_on_image, show_factorization_on_image
         from paddle_impl.utils.model_targets import ClassifierOutputTarget
-        from paddle_impl.weights import load_paddle_state_dict, paddle_resnet50
+        from paddle_impl.weights import build_paddle_model, load_paddle_state_dict
 
         self.library = paddle_impl
         self.preprocess_image = preprocess_image
         self.show_cam_on_image = show_cam_on_image
+        self.show_factorization_on_image = show_factorization_on_image
         self.target_class = ClassifierOutputTarget
-        self.model = paddle_resnet50(load_paddle_state_dict(Path(job.paddle_weights)), job.dtype)
+        self.model = build_paddle_model(job.setup.model, load_paddle_state_dict(Path(job.paddle_weights)), job.dtype)
 
     def to_numpy(self, tensor) -> np.ndarray:
         return tensor.detach().numpy().copy()
 
-    def input_tensor(self, rgb: np.ndarray):
-        return self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    def input_tensor(self, rgb: np.ndarray, batch: int):
+        return batch_of(self.preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD), batch, "paddle")
 
 
 def _peak_rss_mb() -> Optional[float]:
@@ -171,7 +199,8 @@ def _peak_rss_mb() -> Optional[float]:
 def _inject_fault(job: WorkerJob) -> None:
     if job.inject_fault:
         # Something for the runner's output tail to show.
-        print(f"parity.worker: injected fault {job.inject_fault!r} ({job.framework} {job.method})", file=sys.stderr, flush=True)
+        print(f"parity.worker: injected fault {job.inject_fault!r} ({job.framework} {','.join(job.methods)})",
+              file=sys.stderr, flush=True)
     if job.inject_fault == "crash":
         os.abort()
     if job.inject_fault == "hang":
@@ -190,61 +219,90 @@ def _load_seeds(directories: List[str]) -> Dict[str, np.ndarray]:
     return seeds
 
 
-def run_job(job: WorkerJob) -> Dict:
-    from paddle_impl.atomic import save_npy, write_text
+def overlay_picture(side, spec, rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """The uint8 picture a user would look at: the CAM blended over the image (DFF: its concepts), per batch item."""
+    from parity.recipes import factorization_colors
+
+    if spec.recipe == "dff":
+        return np.stack([
+            side.show_factorization_on_image(rgb, np.array(item, copy=True), colors=factorization_colors(item.shape[0]),
+                                             image_weight=0.3)
+            for item in cam
+        ])
+    return np.stack([side.show_cam_on_image(rgb, item, use_rgb=True) for item in cam])
+
+
+def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, targets, seeds) -> Dict:
+    """Every case of one method; returns its entry of ``result.json``."""
+    from paddle_impl.atomic import save_npy
+    from paddle_impl.layer_paths import resolve_layers
+    from parity.recipes import attach_recorder, build_cam, call_cam, released
     from parity.registry import METHODS, smooth_name
     from parity.stages import StageRecorder
 
-    _inject_fault(job)
-    spec = METHODS[job.method]
-    side = _TorchSide(job) if job.framework == "torch" else _PaddleSide(job)
-    cam_class = getattr(side.library, spec.torch_class_name if job.framework == "torch" else spec.paddle_class_name)
-    rgb = load_input_image(job.image, job.image_size, job.dtype)
-    input_tensor = side.input_tensor(rgb)
-    targets = None if job.target_category is None else [side.target_class(job.target_category)]
-
+    spec = METHODS[name]
+    torch_layers, paddle_layers = job.setup.layers()
+    layers = resolve_layers(side.model, torch_layers if job.framework == "torch" else paddle_layers)
     recorder = StageRecorder(side.to_numpy, reuse_weights=job.is_unit or (job.reuse_weights and spec.reruns_network_per_channel))
-    seeds = _load_seeds(job.weights_from)
     recorder.weights_memo.update(seeds)
-    target_layer = getattr(side.model, job.target_layer)
-    cases = {}
-    result = {"framework": job.framework, "method": job.method, "threads": job.threads}
-    with cam_class(model=side.model, target_layers=[target_layer]) as cam:
+    cases: Dict[str, Dict] = {}
+    with released(build_cam(spec, side.library, job.framework, side.model, layers)) as cam:
         if job.batch_size is not None and hasattr(cam, "batch_size"):
             cam.batch_size = job.batch_size
         if hasattr(cam, "engine_threads"):
             cam.engine_threads = job.threads
-        recorder.attach(cam)
+        attach_recorder(spec, cam, recorder)
         if job.is_unit:
             variant = list(cam.tta_transforms)[job.variant]
             started = time.perf_counter()
-            cam(input_tensor=variant.augment_image(input_tensor), targets=targets)
-            result.update(kind="weights", variant=job.variant, seconds=time.perf_counter() - started)
+            call_cam(spec, cam, variant.augment_image(input_tensor), targets, False, False)
             for key, weights in recorder.weights_memo.items():
                 save_npy(_weights_dir(job.out_dir) / f"{key}.npy", weights)
-            result["keys"] = sorted(recorder.weights_memo)
-        for aug_smooth, eigen_smooth in ([] if job.is_unit else job.modes):
+            return {"kind": "weights", "variant": job.variant, "seconds": time.perf_counter() - started,
+                    "keys": sorted(recorder.weights_memo)}
+        for aug_smooth, eigen_smooth in job.modes:
+            smooth = smooth_name(aug_smooth, eigen_smooth)
+            if smooth not in spec.smooths:
+                continue
             recorder.start_case()
             started = time.perf_counter()
-            grayscale = cam(input_tensor=input_tensor, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+            produced = call_cam(spec, cam, input_tensor, targets, aug_smooth, eigen_smooth)
             seconds = time.perf_counter() - started
             stages = recorder.stacked()
-            stages["cam"] = np.asarray(grayscale)
-            stages["overlay"] = side.show_cam_on_image(rgb, grayscale[0], use_rgb=True)
-            smooth = smooth_name(aug_smooth, eigen_smooth)
-            for name, array in stages.items():
-                save_npy(Path(job.out_dir) / smooth / f"{name}.npy", array)
+            stages.update(produced)
+            stages["overlay"] = overlay_picture(side, spec, rgb, stages["cam"])
+            for stage, array in stages.items():
+                save_npy(Path(job.out_dir) / name / smooth / f"{stage}.npy", array)
             cases[smooth] = {
                 "seconds": seconds,
                 "stages": sorted(stages),
                 "weights_reused": recorder.weights_reused,
                 "weights_computed": recorder.weights_computed,
                 "weights_seeded": bool(seeds),
-                "target_categories": stages["targets"].tolist(),
+                "target_categories": stages["targets"].tolist() if "targets" in stages else [],
             }
+    return {"cases": cases}
+
+
+def run_job(job: WorkerJob) -> Dict:
+    from paddle_impl.atomic import write_text
+
+    _inject_fault(job)
+    side = _TorchSide(job) if job.framework == "torch" else _PaddleSide(job)
+    rgb = load_input_image(job.image, job.setup.size, job.dtype)
+    input_tensor = side.input_tensor(rgb, job.setup.batch)
+    category = job.setup.target_category
+    targets = None if category is None else [side.target_class(category) for _ in range(job.setup.batch)]
+    seeds = _load_seeds(job.weights_from)
+    result: Dict = {"framework": job.framework, "methods": list(job.methods), "threads": job.threads}
+    if job.is_unit:
+        result.update(_run_method(job, side, job.method, rgb, input_tensor, targets, seeds))
+    else:
+        result["cases"] = {name: _run_method(job, side, name, rgb, input_tensor, targets, seeds)["cases"]
+                           for name in job.methods}
     # float32 results depend on the thread count in their last bits (oneDNN splits reductions by
     # thread), so the count travels with them into the cache and the report.
-    result.update(cases=cases, peak_rss_mb=_peak_rss_mb())
+    result["peak_rss_mb"] = _peak_rss_mb()
     write_text(Path(job.out_dir) / "result.json", json.dumps(result, indent=1))
     return result
 

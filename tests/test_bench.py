@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from parity import bench
-from parity.registry import METHODS
+from parity.registry import METHODS, SEED_METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = [name for name, spec in METHODS.items() if spec.reruns_network_per_channel]
@@ -172,7 +172,7 @@ def test_load_parity_timing(tmp_path):
 # -- arguments ----------------------------------------------------------------------------
 def test_defaults():
     args = bench.build_parser().parse_args([])
-    assert args.methods == list(METHODS)
+    assert args.methods == list(SEED_METHODS) and args.model == ["resnet50"] and args.batch == [1]
     assert (args.repeat, args.heavy_repeat) == (3, 1)
     assert args.threads == (os.cpu_count() or 1)
     assert args.size is None and args.dtype == "float32" and args.out == "reports" and args.parity_log is None
@@ -241,3 +241,34 @@ def test_smoke_run_gradcam(tmp_path, weights_pair, reference_image):
     assert "gradcam" in result.stdout and "paddle/torch" in result.stdout
     progress = [line for line in result.stderr.splitlines() if line.startswith("bench [")]
     assert [line.split()[3].rstrip(":") for line in progress] == ["paddle", "torch"]
+
+
+# -- models and batches -------------------------------------------------------------------------
+def test_rows_cover_every_model_batch_and_method_and_keep_the_seed_keys():
+    rows = bench.bench_rows(["resnet50", "vgg16"], [1, 8], ["gradcam", "scorecam"])
+    assert len(rows) == 8 and rows[0] == ("resnet50", 1, "gradcam") and rows[-1] == ("vgg16", 8, "scorecam")
+    assert [bench.row_id(r) for r in rows[:3]] == ["gradcam", "scorecam", "resnet50 b8 gradcam"]
+    args = bench.build_parser().parse_args(["--methods", "all", "--model", "resnet18,vgg16", "--batch", "1,8"])
+    assert args.model == ["resnet18", "vgg16"] and args.batch == [1, 8]
+    from parity.registry import resolve_methods
+
+    assert resolve_methods(args.methods) == list(METHODS)
+    assert bench.bench_setup("resnet50", 1, None).torch_layers == "layer4"  # as the seed bench
+    assert bench.bench_setup("vgg16", 8, 64).layers() == ("features[-1]", "features[-1]")
+
+
+def test_markdown_names_model_and_batch_when_there_are_several():
+    data = _fake_data()
+    data["settings"].update(models=["resnet18", "vgg16"], batches=[1, 8])
+    for key, record in data["methods"].items():
+        record.update(model="vgg16", batch=8, method=key)
+    text = bench.render_markdown(data)
+    assert "| model | batch | method | paddle s |" in text
+    assert "| vgg16 | 8 | gradcam |" in text
+
+
+def test_unknown_model_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--model", "resnet18,alexnet"])
+    assert exit_info.value.code == 2
+    assert "alexnet" in capsys.readouterr().err

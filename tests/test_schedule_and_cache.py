@@ -20,10 +20,11 @@ import pytest
 from parity.cache import ResultCache
 from parity.config import make_config
 from parity.outcome import JobOutcome
-from parity.plan import SPLIT_MIN_SECONDS, cache_key, job_views, make_plan, plan_jobs, should_split, weights_units
-from parity.registry import PROFILES
+from parity.plan import (
+    SPLIT_MIN_SECONDS, cache_key, job_views, make_plan, plan_jobs, should_split, view_cases, weights_units,
+)
 from parity.runner import run_matrix
-from parity.schedule import AUG_VARIANTS, WORKER_OVERHEAD_SECONDS, estimate_makespan, variant_cost
+from parity.schedule import AUG_VARIANTS, WORKER_OVERHEAD_SECONDS, estimate_makespan, method_variant_cost
 
 pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 
@@ -44,26 +45,41 @@ def _digest(directory: Path) -> dict:
 
 
 # -- planning -----------------------------------------------------------------------------
-def test_one_cases_job_per_method_and_framework_standing_for_two_views(tmp_path):
+def test_short_methods_share_a_process_and_long_ones_get_their_own(tmp_path):
     jobs = plan_jobs(_config(tmp_path), tmp_path / "work")
-    assert len(jobs) == 16  # 8 methods x {torch, paddle}, each all four modes
-    for job in jobs:
+    light = ("eigencam", "eigengradcam", "gradcam", "gradcam++", "layercam", "xgradcam")
+    # full profile: upstream's ScoreCAM/AblationCAM and Paddle's ScoreCAM take minutes per variant;
+    # Paddle's AblationCAM replays only the layers after the target (seconds) and shares a process
+    torch_groups = {tuple(sorted(j.methods)) for j in jobs if j.framework == "torch"}
+    paddle_groups = {tuple(sorted(j.methods)) for j in jobs if j.framework == "paddle"}
+    assert torch_groups == {light, ("ablationcam",), ("scorecam",)}
+    assert paddle_groups == {tuple(sorted(light + ("ablationcam",))), ("scorecam",)}
+    for job in jobs:  # every job runs all four modes of its methods in one process ...
         assert job.modes == [(True, False), (True, True), (False, False), (False, True)]
-        assert [(v.aug_smooth, v.eigen_modes, v.plain_eigen_modes) for v in job_views(job)] == [
-            (True, [False, True], []), (False, [False, True], [])]
-    assert len(plan_jobs(_config(tmp_path), tmp_path / "work", combine=False)) == 32
+        # ... and stands for one view per method and augmentation setting
+        views = job_views(job)
+        assert [(v.method, v.aug_smooth, v.eigen_modes) for v in views] == [
+            (m, aug, [False, True]) for m in job.methods for aug in (True, False)]
+    assert len(plan_jobs(_config(tmp_path), tmp_path / "work", combine=False)) == 32  # one per (side, method, aug)
+    # quick profile: ScoreCAM/AblationCAM run on another setup (64x64, layer2), so four processes in all
+    quick = plan_jobs(_config(tmp_path, profile="quick"), tmp_path / "work")
+    assert len(quick) == 4 and {len(j.methods) for j in quick} == {2, 6}
     # with one augmentation setting asked for, there is nothing to combine
     plain = plan_jobs(_config(tmp_path, smooths=["no_smooth", "eigen_smooth"]), tmp_path / "w")
-    assert len(plain) == 16 and not any(j.aug_smooth or j.plain_eigen_modes for j in plain)
+    assert not any(j.aug_smooth or j.plain_eigen_modes for j in plain)
+
+
+def test_methods_without_aug_smooth_have_no_augmented_view(tmp_path):
+    jobs = plan_jobs(_config(tmp_path, profile="all-methods"), tmp_path / "work")
+    finer = [v for j in jobs for v in job_views(j) if v.method == "finercam"]
+    assert finer and all(not v.aug_smooth for v in finer)
+    assert {tuple(view_cases(v)) for v in finer} == {("no_smooth", "eigen_smooth")}
 
 
 def test_long_aug_variants_become_weights_units_that_the_cases_job_waits_for(tmp_path):
     config = _config(tmp_path)
     plan = make_plan(config, tmp_path / "work")
     units = plan.units()
-    # full profile: upstream's ScoreCAM/AblationCAM variants and Paddle's ScoreCAM variant take
-    # minutes, so each gets a process; Paddle's AblationCAM replays only the layers after the
-    # target layer (seconds), so it stays one job
     assert sorted({(u.framework, u.method) for u in units}) == [
         ("paddle", "scorecam"), ("torch", "ablationcam"), ("torch", "scorecam")]
     assert len(units) == 3 * AUG_VARIANTS
@@ -74,16 +90,17 @@ def test_long_aug_variants_become_weights_units_that_the_cases_job_waits_for(tmp
         assert sorted(u.variant for u in mine) == list(range(AUG_VARIANTS))
         assert plan.waits_for(job) == [u.out_dir for u in mine]
         assert all(u.eigen_modes == [] and u.threads == config.threads for u in mine)
-    paddle_ablation = next(j for j in plan.jobs if (j.framework, j.method) == ("paddle", "ablationcam"))
-    assert variant_cost(paddle_ablation, config.profile) < SPLIT_MIN_SECONDS
-    assert not should_split(paddle_ablation, config) and not paddle_ablation.weights_from
+    paddle_shared = next(j for j in plan.jobs if j.framework == "paddle" and "ablationcam" in j.methods)
+    assert method_variant_cost("ablationcam", "paddle", paddle_shared.setup, config.threads) < SPLIT_MIN_SECONDS
+    assert not should_split(paddle_shared, config) and not paddle_shared.weights_from
 
 
 def test_splitting_follows_the_cost_unless_forced(tmp_path):
     quick = make_plan(_config(tmp_path, profile="quick"), tmp_path / "work")
     assert not quick.units()  # a quick-profile variant takes seconds: not worth a process
-    forced = make_plan(_config(tmp_path, profile="quick", split_units=True), tmp_path / "work")
-    assert len(forced.units()) == 4 * AUG_VARIANTS  # both heavy methods, both frameworks
+    # forcing it needs a one-method job: methods that share a process are never split
+    forced = make_plan(_config(tmp_path, profile="quick", methods=["scorecam"], split_units=True), tmp_path / "work")
+    assert len(forced.units()) == 2 * AUG_VARIANTS
     never = make_plan(_config(tmp_path, split_units=False), tmp_path / "work")
     assert not never.units()
     no_reuse = make_plan(_config(tmp_path, reuse_weights=False), tmp_path / "work")
@@ -92,18 +109,19 @@ def test_splitting_follows_the_cost_unless_forced(tmp_path):
     assert not plain_only.units()  # one variant: the cases job itself is the unit
 
 
-def test_cache_keys_cover_threads_variant_and_weights_identity(tmp_path):
-    one = _config(tmp_path, threads=1)
-    two = _config(tmp_path, threads=2)
+def test_cache_keys_cover_threads_setup_variant_and_weights_identity(tmp_path):
+    one = _config(tmp_path, threads=1, methods=["scorecam"])
     job = plan_jobs(one, tmp_path / "work")[0]
     view = job_views(job)[0]
-    assert cache_key(one, view) != cache_key(two, replace(view, threads=2))
-    assert cache_key(one, view) != cache_key(_config(tmp_path, weights_identity="2" * 64), view)
+    assert cache_key(one, view) != cache_key(_config(tmp_path, threads=2, methods=["scorecam"]), replace(view, threads=2))
+    assert cache_key(one, view) != cache_key(_config(tmp_path, weights_identity="2" * 64, methods=["scorecam"]), view)
+    assert cache_key(one, view) != cache_key(one, replace(view, setup=replace(view.setup, batch=2)))
+    assert cache_key(one, view) != cache_key(one, replace(view, setup=replace(view.setup, size=(32, 40))))
     units = weights_units(job)
     assert len({cache_key(one, u) for u in units}) == AUG_VARIANTS
     assert cache_key(one, units[0]) != cache_key(one, view)
     # the key does not depend on where the weights file lies, only on what it holds
-    moved = _config(tmp_path, torch_weights=tmp_path / "elsewhere" / "w.pth")
+    moved = _config(tmp_path, torch_weights=tmp_path / "elsewhere" / "w.pth", methods=["scorecam"])
     assert cache_key(moved, view) == cache_key(one, view)
 
 

@@ -1,0 +1,213 @@
+"""Parity of your own model pair, from Python: ``parity.compare_models``.
+
+The command line checks the model zoo; a user porting *their* network has a
+torch model and its Paddle port in memory.  ``compare_models`` runs the
+selected CAM methods on both, in this process, on the same input, records
+every stage as the harness does, compares them with the same bounds, and
+returns the same per-case records as ``parity.json`` holds; with ``out`` it
+also writes the same report (``parity.md``, ``parity.json``, pictures).
+
+    import parity
+    records = parity.compare_models(
+        torch_model, paddle_model, x,                       # x: (B, C, H, W) numpy array
+        torch_layers=[torch_model.layer4[-1]], paddle_layers=["layer4[-1]"],
+        methods=["gradcam", "scorecam"], smooth=["no_smooth", "eigen_smooth"], out="reports/mine")
+    assert all(r["passed"] for r in records), [r["message"] for r in records]
+
+Both models must be in eval mode and in the input's dtype; the Paddle model
+must already hold the torch model's weights.  Layers are given as layer
+objects or as path expressions (``"blocks[-1].norm1"``, resolved on each
+model).  A transformer's tokens need a ``reshape_transform`` per framework:
+``reshape_transform=(torch_fn, paddle_fn)``.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from parity.registry import METHODS, Case, Setup
+
+__all__ = ["compare_models"]
+
+Layers = Sequence[Union[str, Any]]
+
+
+def _resolve(model: Any, layers: Layers) -> Tuple[List[Any], str]:
+    """Layer objects, and their paths as one comma-separated text for the records."""
+    from paddle_impl.layer_paths import path_of_layer, resolve_layer
+
+    objects = [resolve_layer(model, layer) if isinstance(layer, str) else layer for layer in layers]
+    return objects, ",".join(layer if isinstance(layer, str) else path_of_layer(model, layer) for layer in layers)
+
+
+def _picture(input_array: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) float image in [0, 1] for the overlays: the first input, each channel min-max scaled."""
+    first = np.asarray(input_array[0], dtype=np.float64).transpose(1, 2, 0)[:, :, :3]
+    low, high = first.min(axis=(0, 1)), first.max(axis=(0, 1))
+    return np.float32((first - low) / np.where(high > low, high - low, 1.0))
+
+
+class _Side:
+    """One framework's half: its library, its model, and how to turn its tensors into numpy."""
+
+    def __init__(self, framework: str, model: Any, layers: Layers, reshape: Optional[Callable]) -> None:
+        self.framework, self.model, self.reshape = framework, model, reshape
+        self.layers, self.layer_text = _resolve(model, layers)
+        if framework == "torch":
+            import pytorch_grad_cam
+            from pytorch_grad_cam.utils.image import show_cam_on_image, show_factorization_on_image
+            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+            self.library = pytorch_grad_cam
+        else:
+            import paddle_impl
+            from paddle_impl.utils.image import show_cam_on_image, show_factorization_on_image
+            from paddle_impl.utils.model_targets import ClassifierOutputTarget
+
+            self.library = paddle_impl
+        self.show_cam_on_image, self.show_factorization_on_image = show_cam_on_image, show_factorization_on_image
+        self.target_class = ClassifierOutputTarget
+
+    def tensor(self, array: np.ndarray):
+        if self.framework == "torch":
+            import torch
+
+            return torch.from_numpy(np.array(array, copy=True))
+        import paddle
+
+        return paddle.to_tensor(array)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().copy() if self.framework == "torch" else tensor.detach().numpy().copy()
+
+
+def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray, rgb: np.ndarray,
+              categories: Optional[List[int]], out_dir: Path) -> Dict:
+    """One framework's cases of one method, written as a worker writes them; its ``result.json``."""
+    from paddle_impl.atomic import save_npy
+    from parity.recipes import attach_recorder, build_cam, call_cam, released
+    from parity.registry import SMOOTH_MODES
+    from parity.stages import StageRecorder
+    from parity.worker import overlay_picture
+
+    spec = METHODS[name]
+    recorder = StageRecorder(side.to_numpy, reuse_weights=spec.reruns_network_per_channel)
+    targets = None if categories is None else [side.target_class(c) for c in categories]
+    cases = {}
+    with released(build_cam(spec, side.library, side.framework, side.model, side.layers, side.reshape)) as cam:
+        attach_recorder(spec, cam, recorder)
+        for smooth in modes:
+            mode = SMOOTH_MODES[smooth]
+            recorder.start_case()
+            started = time.perf_counter()
+            produced = call_cam(spec, cam, side.tensor(input_array), targets, mode.aug_smooth, mode.eigen_smooth)
+            seconds = time.perf_counter() - started
+            stages = recorder.stacked()
+            stages.update(produced)
+            stages["overlay"] = overlay_picture(side, spec, rgb, stages["cam"])
+            for stage, array in stages.items():
+                save_npy(out_dir / name / smooth / f"{stage}.npy", array)
+            cases[smooth] = {"seconds": seconds, "weights_reused": recorder.weights_reused,
+                             "weights_computed": recorder.weights_computed, "weights_seeded": False,
+                             "target_categories": stages["targets"].tolist() if "targets" in stages else []}
+    return {"framework": side.framework, "methods": [name], "threads": None, "cases": {name: cases}}
+
+
+def compare_models(
+    torch_model: Any,
+    paddle_model: Any,
+    input: np.ndarray,
+    *,
+    torch_layers: Layers,
+    paddle_layers: Layers,
+    methods: Sequence[str] = ("gradcam",),
+    smooth: Sequence[str] = ("no_smooth",),
+    reshape_transform: Tuple[Optional[Callable], Optional[Callable]] = (None, None),
+    targets: Optional[Sequence[int]] = None,
+    image: Optional[np.ndarray] = None,
+    name: str = "custom",
+    out: Optional[Union[str, Path]] = None,
+) -> List[Dict]:
+    """Compare the CAMs of ``torch_model`` (through upstream pytorch_grad_cam) and ``paddle_model`` (through the port).
+
+    ``input`` is one (B, C, H, W) numpy array fed to both; ``targets`` the
+    class index explained for each image (default: each image's argmax, as
+    upstream); ``image`` the (H, W, 3) float picture in [0, 1] the overlays are
+    drawn on (default: the first input, min-max scaled).  Returns one record
+    per (method, smoothing mode) the method has, as in ``parity.json``; with
+    ``out`` the report, the pictures and ``parity.json`` are written there.
+    A case over its bound at the logits or activations names the first layer
+    whose outputs differ (``first_divergent_layer``).
+    """
+    from parity.case_record import finalize_case
+    from parity.config import RunConfig
+    from parity.outcome import JobOutcome
+
+    input_array = np.ascontiguousarray(input)
+    if input_array.ndim != 4:
+        raise ValueError(f"input must be one (B, C, H, W) array, got shape {input_array.shape}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    dtype = str(input_array.dtype)
+    rgb = _picture(input_array) if image is None else np.float32(image)
+    categories = None if targets is None else [int(c) for c in targets]
+    sides = {"torch": _Side("torch", torch_model, torch_layers, reshape_transform[0]),
+             "paddle": _Side("paddle", paddle_model, paddle_layers, reshape_transform[1])}
+    setup = Setup(name=name, model=type(torch_model).__name__, torch_layers=sides["torch"].layer_text,
+                  paddle_layers=sides["paddle"].layer_text, size=(input_array.shape[3], input_array.shape[2]),
+                  batch=input_array.shape[0], target_category=None if categories is None else categories[0])
+    cases = [Case(m, s, setup) for m in methods for s in smooth if s in METHODS[m].smooths]
+    records = []
+    with tempfile.TemporaryDirectory(prefix="parity-compare-") as work:
+        work = Path(work)
+        report_dir = Path(out) if out is not None else work / "report"
+        config = RunConfig(cases=cases, weights={}, dtype=dtype, device="cpu", image=Path("."), cache_fields={},
+                           out=report_dir, profile="custom", threads=1)
+        diagnosis: Dict = {}
+
+        def diagnose_layers(case: Case, torch_out: JobOutcome, case_input: np.ndarray) -> Dict:
+            if not diagnosis:
+                from paddle_impl.weight_transfer import diagnose_first_divergence
+                from parity.compare import stage_bounds
+
+                found = diagnose_first_divergence(torch_model, paddle_model, case_input,
+                                                  rtol=stage_bounds(case.spec, dtype)["logits"].value)
+                diagnosis.update({"found": False} if found is None else {**asdict(found), "found": True, "message": found.message})
+            return diagnosis
+
+        for name_ in dict.fromkeys(case.method for case in cases):
+            modes = [case.smooth for case in cases if case.method == name_]
+            outcomes = {}
+            for framework, side in sides.items():
+                side_dir = work / framework
+                result = _run_side(side, name_, modes, input_array, rgb, categories, side_dir)
+                outcomes[framework] = JobOutcome(None, True, 0.0, side_dir, result=result)
+            for case in (c for c in cases if c.method == name_):
+                records.append(finalize_case(config, case, outcomes["torch"], outcomes["paddle"], diagnose_layers))
+        if out is not None:
+            _write_report(records, report_dir, setup)
+    return records
+
+
+def _write_report(records: List[Dict], out: Path, setup: Setup) -> None:
+    from paddle_impl.atomic import write_text
+    from parity.cli import summarize
+    from parity.provenance import base_provenance, project_state
+    from parity.report import render_all, write_diff_images
+
+    provenance = base_provenance()
+    provenance.update(profile="custom (parity.compare_models)", dtype=records[0]["dtype"] if records else None,
+                      model=setup.model, command="parity.compare_models(...)", project=project_state())
+    results = {"provenance": provenance, "summary": summarize(records), "cases": records}
+    write_diff_images(results, out)
+    texts = render_all(results, out)
+    write_text(out / "parity.json", json.dumps(results, indent=1, allow_nan=True))
+    for name, text in texts.items():
+        write_text(out / name, text)
