@@ -39,6 +39,8 @@ warnings.filterwarnings("ignore", message="No ccache found", category=UserWarnin
 
 from paddle_impl import locations  # noqa: E402
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from paddle_impl.layer_paths import parse_layer_paths  # noqa: E402
+from paddle_impl.model_zoo import arch, arch_names  # noqa: E402
 from parity.registry import METHODS  # noqa: E402
 
 __all__ = ["PROG", "DEFAULT_IMAGE", "build_parser", "main"]
@@ -116,9 +118,23 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="directory the four output files are written into, created if missing (default: %(default)s)",
     )
     parser.add_argument(
+        "--model",
+        default="resnet50",
+        choices=arch_names(),
+        help="architecture from paddle.vision (weights transferred from its torchvision twin) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target-layers",
+        default=None,
+        metavar="EXPR[,EXPR...]",
+        help="target layers as attribute/index paths on the Paddle model, e.g. 'layer4[-1],layer4[-2]' "
+        "(default: layer4 for ResNet50, the model's conventional last convolutional block otherwise; "
+        "RefineCAM multiplies the maps of several layers, so give it more than one)",
+    )
+    parser.add_argument(
         "--weights",
         default="default",
-        help="ResNet50 weights: 'default' (torchvision init with torch.manual_seed(0), made locally), "
+        help="weights of --model: 'default' (torchvision init with torch.manual_seed(0), made locally), "
         "'imagenet' (torchvision IMAGENET1K_V1, downloaded once) or a path to a torchvision state dict (.pth) "
         "(default: %(default)s)",
     )
@@ -169,11 +185,11 @@ def _image_path(given: Optional[str]) -> Path:
     return DEFAULT_IMAGE
 
 
-def _paddle_weights(spec: str) -> Path:
+def _paddle_weights(spec: str, arch: str) -> Path:
     from paddle_impl.weights import ensure_paddle_weights, resolve_weights
 
     try:
-        return ensure_paddle_weights(resolve_weights(spec))
+        return ensure_paddle_weights(resolve_weights(spec, arch=arch), arch=arch)
     except ModuleNotFoundError as error:
         # Making or converting torchvision weights needs PyTorch, which only the
         # [parity] extra installs; an already converted copy is reused without it.
@@ -214,6 +230,13 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
             raise UserError(
                 f"--target-category must be an ImageNet class index 0..{NUM_CLASSES - 1}, got {args.target_category}"
             )
+        spec = METHODS[args.method]
+        if args.aug_smooth and "aug_smooth" not in spec.smooths:
+            raise UserError(f"--aug_smooth: {args.method} has no test-time augmentation smoothing in upstream's API")
+        if args.eigen_smooth and "eigen_smooth" not in spec.smooths:
+            raise UserError(f"--eigen_smooth: {args.method} has no eigen smoothing in upstream's API")
+        layer_text = args.target_layers or ("layer4" if args.model == "resnet50" else arch(args.model).paddle_target_layer)
+        parse_layer_paths(layer_text)  # a bad expression is refused before anything is computed
         _choose_device(args)
 
         from paddle_impl.image_io import load_rgb_image
@@ -223,9 +246,9 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
         if note:
             print(f"{prog}: note: {image_path}: {note}", file=sys.stderr)
 
-        from paddle_impl.weights import load_paddle_state_dict, paddle_resnet50
+        from paddle_impl.weights import build_paddle_model, load_paddle_state_dict
 
-        state = load_paddle_state_dict(_paddle_weights(args.weights))
+        state = load_paddle_state_dict(_paddle_weights(args.weights, args.model))
         output_dir = Path(args.output_dir)
         _prepare_output_dir(output_dir)
 
@@ -233,28 +256,32 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
         import cv2
         import numpy as np
 
+        import paddle_impl
         from paddle_impl import GuidedBackpropReLUModel
         from paddle_impl.atomic import save_npy, write_bytes
-        from paddle_impl.utils.image import deprocess_image, preprocess_image, show_cam_on_image
+        from paddle_impl.layer_paths import resolve_layers
+        from paddle_impl.utils.image import deprocess_image, preprocess_image, show_cam_on_image, show_factorization_on_image
+        from parity.recipes import build_cam, call_cam, factorization_colors, picture_cam, released
         from paddle_impl.utils.model_targets import ClassifierOutputTarget
 
-        model = paddle_resnet50(state, "float32")
-        target_layers = [model.layer4]
+        model = build_paddle_model(args.model, state, "float32")
+        target_layers = resolve_layers(model, layer_text)
         input_tensor = preprocess_image(rgb_img, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         targets = None if args.target_category is None else [ClassifierOutputTarget(args.target_category)]
 
-        cam_algorithm = METHODS[args.method].paddle_class()
-        with cam_algorithm(model=model, target_layers=target_layers) as cam:
-            cam.batch_size = 32  # as upstream's cam.py (ScoreCAM, AblationCAM)
-            grayscale_cam = cam(
-                input_tensor=input_tensor,
-                targets=targets,
-                aug_smooth=args.aug_smooth,
-                eigen_smooth=args.eigen_smooth,
-            )
-            grayscale_cam = grayscale_cam[0, :]
+        # built and called as a user of the library would (parity.recipes: the harness does the same)
+        with released(build_cam(spec, paddle_impl, "paddle", model, target_layers)) as cam:
+            if hasattr(cam, "batch_size"):
+                cam.batch_size = 32  # as upstream's cam.py (ScoreCAM, AblationCAM)
+            produced = call_cam(spec, cam, input_tensor, targets, args.aug_smooth, args.eigen_smooth)
+        grayscale_cam = picture_cam(produced["cam"])[0]  # DFF: each pixel's strongest concept
+        if spec.recipe == "dff":
+            explanations = np.array(produced["cam"][0], copy=True)
+            cam_image = show_factorization_on_image(rgb_img, explanations, colors=factorization_colors(len(explanations)),
+                                                    image_weight=0.3)
+        else:
             cam_image = show_cam_on_image(rgb_img, grayscale_cam, use_rgb=True)
-            cam_image = cv2.cvtColor(cam_image, cv2.COLOR_RGB2BGR)
+        cam_image = cv2.cvtColor(cam_image, cv2.COLOR_RGB2BGR)
 
         gb_model = GuidedBackpropReLUModel(model=model)
         gb = gb_model(input_tensor, target_category=args.target_category)

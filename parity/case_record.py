@@ -15,9 +15,10 @@ from parity.diagnose import DIAGNOSED_STAGES
 from parity.config import RunConfig
 from parity.outcome import JobOutcome
 from parity.plan import setup_slug
+from parity.recipes import picture_cam
 from parity.registry import Case
 
-__all__ = ["finalize_case", "stage_flags", "load_stages", "case_files", "empty_record", "picture_cam"]
+__all__ = ["finalize_case", "stage_flags", "load_stages", "case_files", "empty_record"]
 
 
 def load_stages(directory: Path) -> Dict[str, np.ndarray]:
@@ -52,12 +53,6 @@ def case_files(case: Case) -> Dict[str, str]:
         "torch_cam_npy": f"output_torch/{mode_dir}/{case.method}_cam.npy",
         "diff_jpg": f"diff/{mode_dir}/{case.method}_absdiff.jpg",
     }
-
-
-def picture_cam(cam: np.ndarray) -> np.ndarray:
-    """The (1, H, W) map the pictures show: the first image of a batch (DFF: its strongest concept per pixel)."""
-    first = np.asarray(cam)[0]
-    return (first.max(axis=0) if first.ndim == 3 else first)[None]
 
 
 def empty_record(config: RunConfig, case: Case) -> Dict:

@@ -53,6 +53,13 @@ def _category(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> Tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"invalid shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8")
+    return int(match.group(1)), int(match.group(2))
+
+
 def _size(text: str) -> Tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or min(int(match.group(1)), int(match.group(2))) < 1:
@@ -92,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m parity",
         description=(
             "Run CAM methods through the Paddle port and through upstream pytorch_grad_cam on the same image "
-            "and weights, compare every stage, and write a reviewer report (parity.md, parity.json, images). "
-            "Exit status 0 only if every selected case passed."
+            "and weights, compare every stage, and write a reviewer report (parity.md, parity.html, parity.json, "
+            "images). Exit status 0 only if every selected case passed (a model whose paddle.vision architecture "
+            "differs from torchvision's is reported as such, not failed). "
+            "`python -m parity merge DIR... --out DIR` combines the parts of a --shard run."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -140,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-weight-reuse", action="store_true",
                         help="recompute ScoreCAM/AblationCAM channel weights for every case instead of reusing them "
                         "from a byte-identical earlier pass (the eigen_smooth twin, aug_smooth's identity variant)")
+    parser.add_argument("--weights-units", choices=["auto", "always", "never"], default="auto",
+                        help="run each aug_smooth variant of ScoreCAM/AblationCAM in a process of its own (its channel "
+                        "weights), then the cases with those weights: 'auto' when a variant is long enough to be worth "
+                        "it; the numbers are the same either way")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                        help="run only the K-th of N cost-balanced parts of the run and write them to --out as a "
+                        "partial result; `merge` combines the N parts into one report (e.g. on N CI runners)")
     parser.add_argument("--case-timeout", type=float, default=3 * 3600.0, help="seconds after which a worker is killed and its cases reported as errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
@@ -252,10 +268,18 @@ def summarize(records: List[Dict]) -> Dict[str, int]:
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> int:
-    """``python -m parity`` (``prog`` is the name the console script is called by)."""
+    """``python -m parity`` (``prog`` is the name the console script is called by); ``... merge DIR...`` merges shards."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        from parity.shard import build_merge_parser, merge
+
+        args = build_merge_parser(f"{prog} merge").parse_args(argv[1:])
+        with cli_errors(prog, debug=args.debug):
+            return merge(args)
     parser = build_parser()
     parser.prog = prog
     args = parser.parse_args(argv)
+    args.argv = argv
     with cli_errors(prog, debug=args.debug):
         return _run(args)
 
@@ -346,12 +370,10 @@ def console_main() -> int:
     return main(prog="paddle-gradcam-parity")
 
 
-def _run(args) -> int:
+def prepare_run(args):
+    """Everything a run is asked to do, checked before any worker starts: (config, provenance)."""
     from parity.config import fault_injection_from_env, make_config
-    from parity.provenance import base_provenance, project_state
-    from parity.report import render_all, sibling_reports, summary_line, write_diff_images
-    from parity.runner import LiveProcesses, run_matrix
-    from parity.schedule import schedule_in_words
+    from parity.provenance import base_provenance
 
     out = Path(args.out)
     transform = _setup_transform(args)
@@ -362,6 +384,7 @@ def _run(args) -> int:
         profile=args.profile, dtype=args.dtype, out=out, image=image, image_sha256=image_info["sha256"], weights={},
         methods=methods, smooths=args.smooth, setup_transform=transform, device=args.device, jobs=args.jobs,
         threads=args.threads, use_cache=not args.no_cache, reuse_weights=not args.no_weight_reuse,
+        split_units={"auto": None, "always": True, "never": False}[args.weights_units],
         case_timeout=args.case_timeout, inject_fault=fault_injection_from_env(),
     )
     if not config.cases:
@@ -375,8 +398,22 @@ def _run(args) -> int:
         target_rule="argmax" if args.target_category is None else f"category {args.target_category}",
         threads=args.threads, jobs=args.jobs, cache="off" if args.no_cache else "on",
     )
+    return config, provenance
 
-    live = LiveProcesses()
+
+def print_progress(record, done, total) -> None:
+    if record["architecture_differs"]:
+        status, detail = "ARCH", "architectures differ: " + record["architecture_differs"].splitlines()[0][:160]
+    else:
+        status = "ERROR" if record["error"] else ("pass" if record["passed"] else "FAIL")
+        detail = (f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None
+                  else record["error"].splitlines()[0])
+    print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def interruptible(args, out: Path, live):
+    """Ctrl-C and SIGTERM stop every worker and exit 130 / 143; a full disk is a one-line error."""
     terminated = []
 
     def on_sigterm(signum, frame):
@@ -384,23 +421,8 @@ def _run(args) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.perf_counter()
-
-    def progress(record, done, total):
-        if record["architecture_differs"]:
-            status, detail = "ARCH", "architectures differ: " + record["architecture_differs"].splitlines()[0][:160]
-        else:
-            status = "ERROR" if record["error"] else ("pass" if record["passed"] else "FAIL")
-            detail = (f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None
-                      else record["error"].splitlines()[0])
-        print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
-
-    def on_schedule(schedule):
-        provenance["schedule"] = schedule_in_words(schedule)
-        print(f"python -m parity: {schedule_in_words(schedule)}", file=sys.stderr, flush=True)
-
     try:
-        records = run_matrix(config, live=live, progress=progress, on_schedule=on_schedule)
+        yield
     except KeyboardInterrupt:
         live.kill_all()
         if terminated and not args.debug:
@@ -413,7 +435,12 @@ def _run(args) -> int:
         raise UserError(f"cannot write results under {out}: {error.strerror or error}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
+
+
+def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:
+    """parity.json, the reports and the diff log, all or nothing; prints the verdict; returns the exit status."""
+    from parity.provenance import project_state
+    from parity.report import render_all, sibling_reports, summary_line, write_diff_images
 
     provenance["project"] = project_state()
     results = {"provenance": provenance, "summary": summarize(records), "cases": records}
@@ -431,3 +458,27 @@ def _run(args) -> int:
     print(f"report: {out / 'parity.md'}")
     # A model whose paddle.vision twin computes another function is reported, not failed: no port can pass it.
     return 0 if records and all(r["passed"] or r["architecture_differs"] for r in records) else 1
+
+
+def _run(args) -> int:
+    from parity.runner import LiveProcesses, run_matrix
+    from parity.schedule import schedule_in_words
+
+    config, provenance = prepare_run(args)
+    out = Path(args.out)
+    live = LiveProcesses()
+    started = time.perf_counter()
+
+    def on_schedule(schedule):
+        provenance["schedule"] = schedule_in_words(schedule)
+        print(f"python -m parity: {schedule_in_words(schedule)}", file=sys.stderr, flush=True)
+
+    if args.shard is not None:
+        from parity.shard import run_shard
+
+        with interruptible(args, out, live):
+            return run_shard(config, provenance, args.shard, argv=args.argv, live=live)
+    with interruptible(args, out, live):
+        records = run_matrix(config, live=live, progress=print_progress, on_schedule=on_schedule)
+    provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return write_results(out, provenance, records)

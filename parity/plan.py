@@ -55,9 +55,14 @@ def _setups_in_order(cases: List[Case]) -> List[Tuple[Setup, List[Case]]]:
 
 
 def stands_alone(method: str, setup: Setup, config: RunConfig, framework: str) -> bool:
-    """Whether a method gets a process of its own instead of sharing one with the setup's other methods."""
-    cost = method_variant_cost(method, framework, setup, config.threads)
-    return cost >= SPLIT_MIN_SECONDS
+    """Whether a method gets a process of its own instead of sharing one with the setup's other methods.
+
+    A long method does; so does every ScoreCAM/AblationCAM when weights units are forced, since
+    only a one-method job is split into units.
+    """
+    if config.split_units and METHODS[method].reruns_network_per_channel:
+        return True
+    return method_variant_cost(method, framework, setup, config.threads) >= SPLIT_MIN_SECONDS
 
 
 def _base_job(config: RunConfig, setup: Setup, framework: str, methods: List[str], out_dir: Path) -> WorkerJob:

@@ -27,7 +27,7 @@ import numpy as np
 
 from parity.registry import MethodSpec
 
-__all__ = ["build_cam", "attach_recorder", "call_cam", "released", "classifier_head", "RANDOM_SEED", "DFF_COMPONENTS",
+__all__ = ["build_cam", "attach_recorder", "call_cam", "released", "picture_cam", "classifier_head", "RANDOM_SEED", "DFF_COMPONENTS",
            "factorization_colors"]
 
 RANDOM_SEED = 0
@@ -108,6 +108,12 @@ def factorization_colors(components: int) -> List[np.ndarray]:
 
     cmap = matplotlib.colormaps["gist_rainbow"]
     return [np.array(cmap(i)) for i in np.arange(0, 1, 1.0 / components)]
+
+
+def picture_cam(cam: np.ndarray) -> np.ndarray:
+    """The (1, H, W) map the pictures show: the first image of a batch (DFF: its strongest concept per pixel)."""
+    first = np.asarray(cam)[0]
+    return (first.max(axis=0) if first.ndim == 3 else first)[None]
 
 
 def call_cam(spec: MethodSpec, cam: Any, input_tensor: Any, targets: Optional[List[Any]], aug_smooth: bool,

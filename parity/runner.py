@@ -30,7 +30,7 @@ from parity.registry import Case
 from parity.schedule import job_cost
 from parity.worker import WorkerJob, worker_environment
 
-__all__ = ["run_matrix", "run_plan", "JobOutcome", "LiveProcesses"]
+__all__ = ["run_matrix", "run_plan", "JobOutcome", "LiveProcesses", "CaseCollector", "cached_outcome", "schedule_of"]
 
 STDERR_TAIL_CHARS = 2000
 
@@ -119,11 +119,6 @@ def _execute(config: RunConfig, job: WorkerJob, live: LiveProcesses) -> JobOutco
     return outcome
 
 
-def _cached_outcome(view: WorkerJob, entry: Path) -> JobOutcome:
-    result = json.loads((entry / "result.json").read_text())
-    return JobOutcome(replace(view, out_dir=str(entry)), True, 0.0, entry, cached=True, result=result)
-
-
 def _unit_failure(job: WorkerJob, failed: Dict[str, JobOutcome]) -> Optional[JobOutcome]:
     """The outcome of a cases job whose weights units did not all finish, or None."""
     broken = [failed[d] for d in job.weights_from if d in failed]
@@ -138,12 +133,14 @@ def run_plan(
     plan: Plan,
     on_outcome: Callable[[WorkerJob, JobOutcome], None],
     live: LiveProcesses,
+    report_units: bool = False,
 ) -> None:
     """Run the plan's jobs on ``config.workers`` workers, longest ready job first.
 
     A cases job becomes ready when the weights units it waits for have
     finished; if one of them failed, the job is not run and its cases are
-    reported as errors.  ``on_outcome`` hears every cases job's outcome.
+    reported as errors.  ``on_outcome`` hears every cases job's outcome
+    (and, with ``report_units``, every weights unit's).
     """
     waiting = {job.out_dir: job for job in plan.jobs}
     needs = {job.out_dir: set(plan.waits_for(job)) for job in plan.jobs}
@@ -175,11 +172,11 @@ def run_plan(
                 for future in done:
                     job = running.pop(future)
                     outcome = future.result()
-                    if not job.is_unit:
+                    if not job.is_unit or report_units:
                         on_outcome(job, outcome)
-                    elif outcome.ok:
+                    if job.is_unit and outcome.ok:
                         finished.add(job.out_dir)
-                    else:
+                    elif job.is_unit:
                         failed[job.out_dir] = outcome
         except BaseException:
             # Ctrl-C, SIGTERM or an error here: the pool's exit waits for its threads, and
@@ -188,6 +185,73 @@ def run_plan(
             for future in running:
                 future.cancel()
             raise
+
+
+class CaseCollector:
+    """Pairs each view's torch and Paddle outcomes as they arrive, and turns every pair into case records.
+
+    ``run_matrix`` feeds it as workers finish; a sharded run's merge feeds it
+    the outcomes the shards left on disk.
+    """
+
+    def __init__(self, config: RunConfig, progress: Optional[Callable[[Dict, int, int], None]] = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.wanted = {case.id for case in config.cases}
+        self.records: Dict[str, Dict] = {}
+        self._done: Dict[Tuple, JobOutcome] = {}
+        self._diagnoses: Dict = {}
+        for case in config.cases:
+            if case.setup.model in config.unavailable:
+                # paddle.vision's architecture differs from torchvision's: no weight transfer can make the
+                # two models compute the same function, so nothing runs and the case is reported as such
+                record = empty_record(config, case)
+                record["architecture_differs"] = config.unavailable[case.setup.model]
+                record["message"] = f"{case.id}: not run: {config.unavailable[case.setup.model]}"
+                self._add(record)
+
+    def _add(self, record: Dict) -> None:
+        self.records[record["id"]] = record
+        if self.progress is not None:
+            self.progress(record, len(self.records), len(self.config.cases))
+
+    def _diagnose_layers(self, case: Case, torch_out: JobOutcome, input_array) -> Dict:
+        # every method of a setup runs on the same two models: one diagnosis per setup
+        if case.setup not in self._diagnoses:
+            rtol = stage_bounds(case.spec, self.config.dtype)["logits"].value
+            self._diagnoses[case.setup] = diagnose(torch_out.job, input_array, rtol)
+        return self._diagnoses[case.setup]
+
+    def add(self, job: WorkerJob, outcome: JobOutcome) -> None:
+        views = job_views(job)
+        for view in views:
+            self._done[(view.framework, view.setup, view.method, view.aug_smooth)] = outcome
+        for view in views:
+            other = self._done.get(("paddle" if view.framework == "torch" else "torch", view.setup, view.method, view.aug_smooth))
+            if other is None:
+                continue
+            torch_out = outcome if view.framework == "torch" else other
+            paddle_out = other if view.framework == "torch" else outcome
+            for smooth in view_cases(view):
+                case = Case(view.method, smooth, view.setup)
+                if case.id in self.wanted:
+                    self._add(finalize_case(self.config, case, torch_out, paddle_out, self._diagnose_layers))
+
+    def in_order(self) -> List[Dict]:
+        return [self.records[c.id] for c in self.config.cases if c.id in self.records]
+
+
+def cached_outcome(view: WorkerJob, entry: Path) -> JobOutcome:
+    result = json.loads((entry / "result.json").read_text())
+    return JobOutcome(replace(view, out_dir=str(entry)), True, 0.0, entry, cached=True, result=result)
+
+
+def schedule_of(config: RunConfig, plan: Plan) -> Dict:
+    return {
+        "cached_jobs": len(plan.cached), "cached_units": plan.cached_units,
+        "worker_jobs": len(plan.jobs), "weights_units": len(plan.units()),
+        "workers": min(config.workers, max(1, len(plan.jobs))), "threads_per_worker": config.threads,
+    }
 
 
 def run_matrix(
@@ -203,60 +267,12 @@ def run_matrix(
     (weights units among them) will run, how many at once, threads each.
     """
     live = live or LiveProcesses()
-    cases = config.cases
-    wanted = {case.id for case in cases}
-    records: Dict[str, Dict] = {}
-    done: Dict[Tuple, JobOutcome] = {}
-    diagnoses: Dict = {}
-
-    def diagnose_layers(case: Case, torch_out: JobOutcome, input_array) -> Dict:
-        # every method of a setup runs on the same two models: one diagnosis per setup
-        if case.setup not in diagnoses:
-            rtol = stage_bounds(case.spec, config.dtype)["logits"].value
-            diagnoses[case.setup] = diagnose(torch_out.job, input_array, rtol)
-        return diagnoses[case.setup]
-
-    def record_outcome(job: WorkerJob, outcome: JobOutcome) -> None:
-        views = job_views(job)
-        for view in views:
-            done[(view.framework, view.setup, view.method, view.aug_smooth)] = outcome
-        for view in views:
-            other = done.get(("paddle" if view.framework == "torch" else "torch", view.setup, view.method, view.aug_smooth))
-            if other is None:
-                continue
-            torch_out = outcome if view.framework == "torch" else other
-            paddle_out = other if view.framework == "torch" else outcome
-            for smooth in view_cases(view):
-                case = Case(view.method, smooth, view.setup)
-                if case.id not in wanted:
-                    continue
-                record = finalize_case(config, case, torch_out, paddle_out, diagnose_layers)
-                records[case.id] = record
-                if progress is not None:
-                    progress(record, len(records), len(cases))
-
-    for case in cases:
-        if case.setup.model in config.unavailable:
-            # paddle.vision's architecture differs from torchvision's: no weight transfer can make the
-            # two models compute the same function, so nothing runs and the case is reported as such
-            record = empty_record(config, case)
-            record["architecture_differs"] = config.unavailable[case.setup.model]
-            record["message"] = f"{case.id}: not run: {config.unavailable[case.setup.model]}"
-            records[case.id] = record
-            if progress is not None:
-                progress(record, len(records), len(cases))
-
+    collector = CaseCollector(config, progress)
     with tempfile.TemporaryDirectory(prefix="parity-work-") as work:
         plan = make_plan(config, Path(work))
         for view, entry in plan.cached:
-            record_outcome(view, _cached_outcome(view, entry))
+            collector.add(view, cached_outcome(view, entry))
         if on_schedule is not None:
-            on_schedule({
-                "cached_jobs": len(plan.cached), "cached_units": plan.cached_units,
-                "worker_jobs": len(plan.jobs), "weights_units": len(plan.units()),
-                "workers": min(config.workers, max(1, len(plan.jobs))), "threads_per_worker": config.threads,
-            })
-        run_plan(config, plan, record_outcome, live)
-    return [records[c.id] for c in cases if c.id in records]
-
-
+            on_schedule(schedule_of(config, plan))
+        run_plan(config, plan, collector.add, live)
+    return collector.in_order()

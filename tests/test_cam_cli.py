@@ -183,3 +183,27 @@ def test_bad_weights_file(tmp_path, small_image):
         run_cam("--image-path", small_image, "--weights", weights, "--output-dir", out), str(weights)
     )
     assert not out.exists()
+
+
+# -- other models, layers and methods -----------------------------------------------------------
+def test_another_model_layers_and_a_method_beyond_the_seed_eight(tmp_path, small_image):
+    out = tmp_path / "out"
+    result = run_cam("--image-path", small_image, "--method", "fullgrad", "--model", "resnet18", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    cam = np.load(out / "fullgrad_cam.npy")
+    assert cam.shape == (64, 64) and 0.0 <= cam.min() and cam.max() <= 1.0
+    result = run_cam("--image-path", small_image, "--method", "dff", "--target-layers", "layer4[-1]", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(out / "dff_cam.jpg")).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--method", "finercam", "--aug_smooth"], "--aug_smooth: finercam has no test-time augmentation smoothing"),
+    (["--method", "dff", "--eigen-smooth"], "--eigen_smooth: dff has no eigen smoothing"),
+    (["--target-layers", "layer4.__class__"], "bad target-layer expression"),
+    (["--target-layers", "__import__('os').system('true')"], "only attribute names and integer indices are allowed"),
+])
+def test_impossible_method_options_and_bad_layers_are_refused_before_any_work(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    assert_one_line_error(run_cam(*args, "--output-dir", out), fragment)
+    assert not out.exists()

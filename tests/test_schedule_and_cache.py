@@ -98,9 +98,10 @@ def test_long_aug_variants_become_weights_units_that_the_cases_job_waits_for(tmp
 def test_splitting_follows_the_cost_unless_forced(tmp_path):
     quick = make_plan(_config(tmp_path, profile="quick"), tmp_path / "work")
     assert not quick.units()  # a quick-profile variant takes seconds: not worth a process
-    # forcing it needs a one-method job: methods that share a process are never split
-    forced = make_plan(_config(tmp_path, profile="quick", methods=["scorecam"], split_units=True), tmp_path / "work")
-    assert len(forced.units()) == 2 * AUG_VARIANTS
+    # forced, ScoreCAM and AblationCAM leave the process they shared and split, both frameworks
+    forced = make_plan(_config(tmp_path, profile="quick", split_units=True), tmp_path / "work")
+    assert len(forced.units()) == 4 * AUG_VARIANTS
+    assert sorted({tuple(j.methods) for j in forced.jobs if j.weights_from}) == [("ablationcam",), ("scorecam",)]
     never = make_plan(_config(tmp_path, split_units=False), tmp_path / "work")
     assert not never.units()
     no_reuse = make_plan(_config(tmp_path, reuse_weights=False), tmp_path / "work")
