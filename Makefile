@@ -39,11 +39,12 @@ fixtures: install
 weights: install
 	$(PYTHON) -c "from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights; ensure_paddle_weights(ensure_default_weights())"
 
+# --dist loadgroup: the tests that read one shared parity run stay on one xdist worker.
 test: fixtures weights
-	$(PYTHON) -m pytest -q -n $(JOBS) --timeout=1800
+	$(PYTHON) -m pytest -q -n $(JOBS) --dist loadgroup --timeout=1800
 
 test-all: fixtures weights
-	$(PYTHON) -m pytest -q -n $(JOBS) --timeout=3600 -m "not full"
+	$(PYTHON) -m pytest -q -n $(JOBS) --dist loadgroup --timeout=3600 -m "not full"
 
 parity: fixtures weights
 	$(PYTHON) -m parity --profile full --dtype float32 --device $(DEVICE) --jobs $(JOBS) --out reports

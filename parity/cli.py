@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {', '.join(SMOOTH_MODES)} (default: the profile's); "
                         "a method without a mode (FinerCAM has no aug_smooth) skips it")
     parser.add_argument("--model", choices=arch_names(), default=None,
-                        help="run the profile on this model of the zoo instead of ResNet50, at its default target "
-                        "layer unless --target-layers (not with the zoo and upstream-suite profiles, which choose their models)")
+                        help="run the profile on this model of the zoo, at its default target layer unless --target-layers "
+                        "(default: ResNet50, or the models the zoo and upstream-suite profiles choose)")
     parser.add_argument("--target-layers", type=_layer_paths, default=None, metavar="EXPR[,EXPR...]",
                         help="target layers as attribute/index paths on the model, e.g. 'layer4[-1],layer4[-2]' "
                         "(evaluated on both frameworks' models; default: the profile's, or the model's default)")
@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "it; the numbers are the same either way")
     parser.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                         help="run only the K-th of N cost-balanced parts of the run and write them to --out as a "
-                        "partial result; `merge` combines the N parts into one report (e.g. on N CI runners)")
+                        "partial result; `merge` combines the N parts into one report, e.g. on N CI runners "
+                        "(default: the whole run, and the report)")
     parser.add_argument("--case-timeout", type=float, default=3 * 3600.0, help="seconds after which a worker is killed and its cases reported as errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser

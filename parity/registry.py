@@ -275,6 +275,9 @@ _QUICK_LIGHT = Setup(torch_layers="layer4", paddle_layers="layer4")
 # shortcut has to replay layer3 and layer4, not just the classifier head).
 _QUICK_HEAVY = Setup(torch_layers="layer2", paddle_layers="layer2", size=(64, 64), cost_scale=(64 / 224) ** 2 * (512 / 2048))
 _FULL = Setup(torch_layers="layer4", paddle_layers="layer4")
+# The fast test tier: every line of every seed method in every mode, at a size that keeps `make test` fast.
+_TINY_LIGHT = Setup(torch_layers="layer4", paddle_layers="layer4", size=(112, 112), cost_scale=_pixels_scale((112, 112)))
+_TINY_HEAVY = Setup(torch_layers="layer2", paddle_layers="layer2", size=(32, 32), cost_scale=(32 / 224) ** 2 * (512 / 2048))
 
 
 def _zoo_setups(spec: MethodSpec) -> List[Setup]:
@@ -309,6 +312,8 @@ PROFILES: Dict[str, Profile] = {
                 SEED_METHODS, ALL_SMOOTHS, _seed_profile(_QUICK_LIGHT, _QUICK_HEAVY)),
         Profile("full", "the 8 seed methods x 4 modes on ResNet50, every method on the image at its own size at layer4",
                 SEED_METHODS, ALL_SMOOTHS, _seed_profile(_FULL, _FULL)),
+        Profile("tiny", "the fast test tier's: the 8 seed methods x 4 modes on ResNet50 at 112x112 (layer4), "
+                "ScoreCAM/AblationCAM at 32x32 (layer2)", SEED_METHODS, ALL_SMOOTHS, _seed_profile(_TINY_LIGHT, _TINY_HEAVY)),
         Profile("all-methods", "every other CAM class upstream exports, on ResNet50 as in the quick profile",
                 tuple(name for name in METHODS if name not in SEED_METHODS), ALL_SMOOTHS,
                 _seed_profile(_QUICK_LIGHT, _QUICK_HEAVY)),

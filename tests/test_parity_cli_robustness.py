@@ -6,7 +6,7 @@ the problem and the offending path or value, no traceback (unless
 ``--debug``), and nothing half-written in ``--out`` (an earlier report there
 is left byte-identical; a missing ``--out`` is not created).
 
-The runs that reach the workers use the quick profile and one or two cheap
+The runs that reach the workers use the tiny profile and one or two cheap
 cases; the two baseline runs the determinism and disk-full tests need are
 made once per session (shared between xdist workers under a file lock).
 """
@@ -36,8 +36,8 @@ from conftest import file_lock
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m parity"
 ERROR_PREFIX = f"{PROG}: error: "
-QUICK = ["--profile", "quick", "--no-cache"]
-GRADCAM_QUICK = [*QUICK, "--methods", "gradcam", "--smooth", "no_smooth"]
+TINY = ["--profile", "tiny", "--no-cache"]
+GRADCAM_TINY = [*TINY, "--methods", "gradcam", "--smooth", "no_smooth"]
 REPORT_FILES = ("parity.json", "parity.md", "parity_diff.log", "parity_summary.md")
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")]
@@ -164,7 +164,7 @@ def _shared_run(shared_dir: Path, name: str, args: List[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def gradcam_baseline(shared_dir, weights_pair, reference_image) -> Path:
-    return _shared_run(shared_dir, "gradcam-quick", GRADCAM_QUICK)
+    return _shared_run(shared_dir, "gradcam-quick", GRADCAM_TINY)
 
 
 def npy_files(out: Path) -> Dict[str, bytes]:
@@ -216,18 +216,18 @@ def test_bad_image_is_refused_in_one_line(kind, tmp_path, old_report, reference_
     image = _make_image(kind, tmp_path, reference_image)
     before = snapshot(old_report)
     line = assert_one_line_error(
-        run_parity("--image", image, "--out", old_report, *GRADCAM_QUICK), IMAGE_CASES[kind].format(path=image)
+        run_parity("--image", image, "--out", old_report, *GRADCAM_TINY), IMAGE_CASES[kind].format(path=image)
     )
     check_untouched(old_report, before)
     # and a fresh --out is not even created
     fresh = tmp_path / "fresh-out"
-    assert run_parity("--image", image, "--out", fresh, *GRADCAM_QUICK).stderr.strip() == line
+    assert run_parity("--image", image, "--out", fresh, *GRADCAM_TINY).stderr.strip() == line
     assert not fresh.exists()
 
 
 def test_debug_shows_the_traceback_for_a_bad_image(tmp_path, reference_image):
     image = _make_image("truncated", tmp_path, reference_image)
-    result = run_parity("--image", image, "--out", tmp_path / "out", "--debug", *GRADCAM_QUICK)
+    result = run_parity("--image", image, "--out", tmp_path / "out", "--debug", *GRADCAM_TINY)
     assert result.returncode == 1, result.stderr
     assert "Traceback (most recent call last)" in result.stderr
     assert f"paddle_impl.errors.UserError: image {image} is truncated or corrupt" in result.stderr
@@ -243,7 +243,7 @@ def test_oversized_image_is_refused_from_its_header(tmp_path, old_report):
     image.write_bytes(_png_header_only(side, side))
     before = snapshot(old_report)
     assert_one_line_error(
-        run_parity("--image", image, "--out", old_report, *GRADCAM_QUICK),
+        run_parity("--image", image, "--out", old_report, *GRADCAM_TINY),
         f"image {image} is {side}x{side} pixels, too large: the limit is {MAX_IMAGE_SIDE} pixels per side",
     )
     check_untouched(old_report, before)
@@ -254,7 +254,7 @@ def test_oversized_image_is_refused_from_its_header(tmp_path, old_report):
     wide = tmp_path / "wide.png"
     cv2.imwrite(str(wide), np.zeros((1, MAX_IMAGE_SIDE + 1, 3), np.uint8))
     assert_one_line_error(
-        run_parity("--image", wide, "--out", old_report, *GRADCAM_QUICK),
+        run_parity("--image", wide, "--out", old_report, *GRADCAM_TINY),
         f"image {wide} is {MAX_IMAGE_SIDE + 1}x1 pixels, too large",
     )
     check_untouched(old_report, before)
@@ -283,7 +283,7 @@ def test_oversized_image_is_refused_from_its_header(tmp_path, old_report):
 )
 def test_bad_option_value_is_an_argparse_error(option, value, fragments, old_report):
     before = snapshot(old_report)
-    assert_usage_error(run_parity(option, value, "--out", old_report, *QUICK), *fragments)
+    assert_usage_error(run_parity(option, value, "--out", old_report, *TINY), *fragments)
     check_untouched(old_report, before)
 
 
@@ -348,7 +348,7 @@ def test_bad_weights_are_refused_in_one_line(kind, bad_weights, old_report):
     converted = DEFAULT_WEIGHTS_DIR / "converted"
     before, converted_before = snapshot(old_report), set(os.listdir(converted))
     assert_one_line_error(
-        run_parity("--weights", path, "--out", old_report, *GRADCAM_QUICK),
+        run_parity("--weights", path, "--out", old_report, *GRADCAM_TINY),
         *(fragment.format(path=path) for fragment in WEIGHTS_CASES[kind]),
     )
     check_untouched(old_report, before)
@@ -364,7 +364,7 @@ def test_bad_weights_are_refused_in_one_line(kind, bad_weights, old_report):
 )
 def test_gpu_without_cuda_is_refused(old_report):
     before = snapshot(old_report)
-    line = assert_one_line_error(run_parity("--device", "gpu", "--out", old_report, *GRADCAM_QUICK), "--device gpu: ")
+    line = assert_one_line_error(run_parity("--device", "gpu", "--out", old_report, *GRADCAM_TINY), "--device gpu: ")
     assert "CUDA" in line and "GPU" in line and "--device cpu" in line
     check_untouched(old_report, before)
 
@@ -374,10 +374,10 @@ def test_output_directory_under_a_regular_file(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a regular file\n")
     out = blocker / "out"
-    assert_one_line_error(run_parity("--out", out, *GRADCAM_QUICK), f"output directory {out} is not writable (Not a directory)")
+    assert_one_line_error(run_parity("--out", out, *GRADCAM_TINY), f"output directory {out} is not writable (Not a directory)")
     assert blocker.read_text() == "a regular file\n"
     assert_one_line_error(
-        run_parity("--out", blocker, *GRADCAM_QUICK), f"output directory {blocker} exists and is not a directory"
+        run_parity("--out", blocker, *GRADCAM_TINY), f"output directory {blocker} exists and is not a directory"
     )
     assert blocker.read_text() == "a regular file\n"
 
@@ -419,7 +419,7 @@ def test_disk_full_while_writing_the_report_keeps_the_old_one(tmp_path, gradcam_
     monkeypatch.setattr(pathlib.Path, "write_text", write_text)
     monkeypatch.chdir(REPO_ROOT)
     with pytest.raises(SystemExit) as exc_info:
-        parity.cli.main(["--out", str(out), *GRADCAM_QUICK])
+        parity.cli.main(["--out", str(out), *GRADCAM_TINY])
     _assert_disk_full_refusal(exc_info, capsys, out, before)
 
 
@@ -450,7 +450,7 @@ def test_failure_renaming_any_report_file_keeps_all_old_ones(failing, tmp_path, 
     monkeypatch.setattr(os, "replace", replace)  # = paddle_impl.atomic.os.replace
     monkeypatch.chdir(REPO_ROOT)
     with pytest.raises(SystemExit) as exc_info:
-        parity.cli.main(["--out", str(out), *GRADCAM_QUICK])
+        parity.cli.main(["--out", str(out), *GRADCAM_TINY])
     assert failed
     _assert_disk_full_refusal(exc_info, capsys, out, before)
 
@@ -464,7 +464,7 @@ def test_report_files_are_all_replaced_when_nothing_fails(tmp_path, gradcam_base
         (out / name).write_text("stale\n")
     _fake_matrix(monkeypatch, gradcam_baseline)
     monkeypatch.chdir(REPO_ROOT)
-    assert parity.cli.main(["--out", str(out), *GRADCAM_QUICK]) == 0
+    assert parity.cli.main(["--out", str(out), *GRADCAM_TINY]) == 0
     assert all((out / name).read_text() != "stale\n" for name in REPORT_FILES)
     assert json.loads((out / "parity.json").read_text())["summary"]["passed"] == 1
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -481,7 +481,7 @@ def test_interrupt_stops_workers_and_writes_no_report(signum, status, line, tmp_
     args = ["--methods", "scorecam", "--smooth", "aug_smooth", "--out", old_report]
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parity", *QUICK, *map(str, args)],
+            [sys.executable, "-m", "parity", *TINY, *map(str, args)],
             cwd=REPO_ROOT, env=_env(worker_tmpdir), stdout=stdout, stderr=stderr,
         )
         try:
@@ -517,7 +517,7 @@ def test_interrupt_stops_workers_and_writes_no_report(signum, status, line, tmp_
 def _faulty_run(tmp_path: Path, worker_tmpdir: Path, fault: str, *extra: str):
     out = tmp_path / "out"
     result = run_parity(
-        *QUICK, "--methods", "gradcam,scorecam", "--smooth", "no_smooth", "--out", out, *extra,
+        *TINY, "--methods", "gradcam,scorecam", "--smooth", "no_smooth", "--out", out, *extra,
         tmpdir=worker_tmpdir, PARITY_INJECT_FAULT=fault,
     )
     assert result.returncode == 1, (result.returncode, result.stderr)
@@ -583,7 +583,7 @@ def test_help_lists_every_option_with_its_default():
 
 # -- 11: determinism ------------------------------------------------------------------------
 def test_gradcam_runs_are_byte_identical(tmp_path, gradcam_baseline):
-    result = run_parity(*GRADCAM_QUICK, "--out", tmp_path / "again", tmpdir=tmp_path / "tmp")
+    result = run_parity(*GRADCAM_TINY, "--out", tmp_path / "again", tmpdir=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
     first, second = npy_files(gradcam_baseline), npy_files(tmp_path / "again")
     assert len(first) >= 20 and sorted(first) == sorted(second)
@@ -592,7 +592,7 @@ def test_gradcam_runs_are_byte_identical(tmp_path, gradcam_baseline):
 
 @pytest.mark.timeout(1500)
 def test_scorecam_runs_are_byte_identical(tmp_path, weights_pair, reference_image):
-    args = [*QUICK, "--methods", "scorecam", "--smooth", "no_smooth"]
+    args = [*TINY, "--methods", "scorecam", "--smooth", "no_smooth"]
     outs = []
     for run in ("first", "second"):
         result = run_parity(*args, "--out", tmp_path / run, tmpdir=tmp_path / f"tmp-{run}", timeout=580)

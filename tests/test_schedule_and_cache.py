@@ -196,7 +196,7 @@ def _run_subset(tmp_path, name, weights_pair, reference_image, cache_dir=None, *
 
     torch_weights, paddle_weights, identity = weights_pair
     config = _config(
-        tmp_path, profile="quick", out=tmp_path / name, image=reference_image, image_sha256=sha256_of(reference_image),
+        tmp_path, profile="tiny", out=tmp_path / name, image=reference_image, image_sha256=sha256_of(reference_image),
         torch_weights=torch_weights, paddle_weights=paddle_weights, weights_identity=identity,
         methods=SUBSET, use_cache=cache_dir is not None, threads=1, **kwargs,
     )
@@ -210,16 +210,17 @@ def _run_subset(tmp_path, name, weights_pair, reference_image, cache_dir=None, *
 
 @pytest.fixture(scope="module")
 def one_worker_run(shared_dir, weights_pair, reference_image):
-    """The session's quick float32 matrix: one worker, whole jobs, upstream computed and cached."""
+    """The session's tiny float32 matrix: one worker, whole jobs, upstream computed and cached."""
     from conftest import run_shared_matrix
 
-    out, records, cache_dir = run_shared_matrix(shared_dir, "quick-float32", weights_pair, reference_image)
+    out, records, cache_dir = run_shared_matrix(shared_dir, "tiny-float32", weights_pair, reference_image)
     assert _reuse(records) == {mode: {"torch": n, "paddle": n} for mode, n in EXPECTED_REUSE_COMBINED.items()}
     reference = _stage_digests(out, SUBSET)
     assert len(reference) > 50
     return records, reference, cache_dir
 
 
+@pytest.mark.xdist_group("shared-matrix")
 @pytest.mark.timeout(900)
 def test_two_workers_and_weights_units_give_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image):
     """Two workers at once, ScoreCAM split into six weights units per framework."""
@@ -234,6 +235,7 @@ def test_two_workers_and_weights_units_give_the_same_bits(tmp_path, one_worker_r
         assert record["cam_max_abs_diff"] == records[case_id]["cam_max_abs_diff"]
 
 
+@pytest.mark.xdist_group("shared-matrix")
 @pytest.mark.timeout(900)
 def test_upstream_from_the_cache_gives_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image):
     records, reference, cache_dir = one_worker_run
@@ -248,6 +250,7 @@ def test_upstream_from_the_cache_gives_the_same_bits(tmp_path, one_worker_run, w
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("shared-matrix")
 @pytest.mark.timeout(900)
 def test_one_job_per_augmentation_gives_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image, monkeypatch):
     """Without combining: plain and augmented cases in separate processes, no identity-variant reuse."""

@@ -138,15 +138,16 @@ def test_a_bad_set_of_shards_is_refused_and_nothing_is_written(problem, tmp_path
 
 
 # -- real workers: the bits ---------------------------------------------------------------------
+@pytest.mark.xdist_group("shared-matrix")
 @pytest.mark.timeout(900)
 def test_real_shards_merge_to_the_unsharded_bits(tmp_path, shared_dir, weights_pair, reference_image, monkeypatch):
-    """Two shards of GradCAM and EigenCAM (quick profile) against the session's unsharded quick matrix."""
+    """Two shards of GradCAM and EigenCAM (tiny profile) against the session's unsharded tiny matrix."""
     import hashlib
 
     from conftest import run_shared_matrix
 
-    whole, records, _ = run_shared_matrix(shared_dir, "quick-float32", weights_pair, reference_image)
-    args = ["--profile", "quick", "--methods", "gradcam,eigencam", "--no-cache", "--jobs", "1", "--threads", "1",
+    whole, records, _ = run_shared_matrix(shared_dir, "tiny-float32", weights_pair, reference_image)
+    args = ["--profile", "tiny", "--methods", "gradcam,eigencam", "--no-cache", "--jobs", "1", "--threads", "1",
             "--image", str(reference_image)]
     monkeypatch.chdir(tmp_path)
     for k in (1, 2):

@@ -75,7 +75,7 @@ def test_make_test_runs_pytest_in_the_venv():
     out = _make_dry_run("test")
     assert ".venv/bin/python -m tools.fixtures" in out
     assert "ensure_paddle_weights(ensure_default_weights())" in out
-    assert ".venv/bin/python -m pytest -q -n 2 --timeout=1800" in out
+    assert ".venv/bin/python -m pytest -q -n 2 --dist loadgroup --timeout=1800" in out
 
 
 def test_make_parity_targets_pass_profile_dtype_device_jobs():
