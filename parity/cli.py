@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only the K-th of N cost-balanced parts of the run and write them to --out as a "
                         "partial result; `merge` combines the N parts into one report, e.g. on N CI runners "
                         "(default: the whole run, and the report)")
+    parser.add_argument("--print-cache-key", action="store_true",
+                        help="print the key of this run's upstream results (versions, image, weights of its models, "
+                        "threads) and exit: a CI cache of fixtures/cache/torch keyed on it is restored only where "
+                        "the cached results can be used (default: run)")
     parser.add_argument("--case-timeout", type=float, default=3 * 3600.0, help="seconds after which a worker is killed and its cases reported as errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
@@ -371,6 +375,15 @@ def console_main() -> int:
     return main(prog="paddle-gradcam-parity")
 
 
+def run_cache_key(config) -> str:
+    """One digest of what every upstream result of a run depends on besides the case itself."""
+    import hashlib
+
+    fields = dict(config.cache_fields, profile=config.profile, dtype=config.dtype, device=config.device,
+                  weights={model: pair[2] for model, pair in sorted(config.weights.items())})
+    return f"{config.profile}-{config.dtype}-{hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]}"
+
+
 def prepare_run(args):
     """Everything a run is asked to do, checked before any worker starts: (config, provenance)."""
     from parity.config import fault_injection_from_env, make_config
@@ -466,6 +479,9 @@ def _run(args) -> int:
     from parity.schedule import schedule_in_words
 
     config, provenance = prepare_run(args)
+    if args.print_cache_key:
+        print(run_cache_key(config))
+        return 0
     out = Path(args.out)
     live = LiveProcesses()
     started = time.perf_counter()

@@ -103,3 +103,22 @@ def test_ci_run_is_an_executable_bash_script():
     if shutil.which("bash"):
         result = _run(["bash", "-n", str(script)])
         assert result.returncode == 0, result.stderr
+
+
+def test_the_workflow_shards_each_profile_and_merges_into_one_step_summary():
+    """Read as text (no YAML parser in the lock): N shard jobs per profile, a merge job, the step summary."""
+    text = (REPO_ROOT / ".github" / "workflows" / "parity.yml").read_text()
+    shards = int(text.split('SHARDS: "', 1)[1].split('"', 1)[0])
+    assert f"shard: [{', '.join(str(k) for k in range(1, shards + 1))}]" in text
+    assert '--shard "$SHARD/$SHARDS"' in text
+    assert "python -m parity merge shards/shard-\"$PROFILE\"-*" in text
+    assert "needs: shard" in text and "make test-all" in text
+    # the step summary gets the variant made for it, never the report with local image paths
+    assert "parity.step_summary" in text and 'cat "reports' not in text and "cat reports" not in text
+    # upstream results: restored by the shards, saved once after the merge, keyed on the harness's own key
+    assert text.count("--print-cache-key") == 2 and "actions/cache/restore@v4" in text and "actions/cache/save@v4" in text
+
+
+def test_make_test_all_adds_the_slow_tier():
+    out = _make_dry_run("test-all")
+    assert '-m "not full"' in out and "--dist loadgroup" in out
