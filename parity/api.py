@@ -88,7 +88,7 @@ class _Side:
 
 
 def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray, rgb: np.ndarray,
-              categories: Optional[List[int]], out_dir: Path) -> Dict:
+              categories: Optional[List[int]], out_dir: Path, extra: Optional[Dict] = None) -> Dict:
     """One framework's cases of one method, written as a worker writes them; its ``result.json``."""
     from paddle_impl.atomic import save_npy
     from parity.recipes import attach_recorder, build_cam, call_cam, released
@@ -100,7 +100,7 @@ def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray,
     recorder = StageRecorder(side.to_numpy, reuse_weights=spec.reruns_network_per_channel)
     targets = None if categories is None else [side.target_class(c) for c in categories]
     cases = {}
-    with released(build_cam(spec, side.library, side.framework, side.model, side.layers, side.reshape)) as cam:
+    with released(build_cam(spec, side.library, side.framework, side.model, side.layers, side.reshape, extra)) as cam:
         attach_recorder(spec, cam, recorder)
         for smooth in modes:
             mode = SMOOTH_MODES[smooth]
@@ -133,13 +133,16 @@ def compare_models(
     image: Optional[np.ndarray] = None,
     name: str = "custom",
     out: Optional[Union[str, Path]] = None,
+    cam_kwargs: Optional[Dict[str, Tuple[Dict, Dict]]] = None,
 ) -> List[Dict]:
     """Compare the CAMs of ``torch_model`` (through upstream pytorch_grad_cam) and ``paddle_model`` (through the port).
 
     ``input`` is one (B, C, H, W) numpy array fed to both; ``targets`` the
     class index explained for each image (default: each image's argmax, as
     upstream); ``image`` the (H, W, 3) float picture in [0, 1] the overlays are
-    drawn on (default: the first input, min-max scaled).  Returns one record
+    drawn on (default: the first input, min-max scaled); ``cam_kwargs`` maps a
+    method to more constructor arguments for (torch, paddle), e.g.
+    ``{"ablationcam": ({"ablation_layer": AblationLayerVit()}, {"ablation_layer": paddle_impl.AblationLayerVit()})}``.  Returns one record
     per (method, smoothing mode) the method has, as in ``parity.json``; with
     ``out`` the report, the pictures and ``parity.json`` are written there.
     A case over its bound at the logits or activations names the first layer
@@ -185,9 +188,10 @@ def compare_models(
         for name_ in dict.fromkeys(case.method for case in cases):
             modes = [case.smooth for case in cases if case.method == name_]
             outcomes = {}
-            for framework, side in sides.items():
+            extras = (cam_kwargs or {}).get(name_, ({}, {}))
+            for (framework, side), extra in zip(sides.items(), extras):
                 side_dir = work / framework
-                result = _run_side(side, name_, modes, input_array, rgb, categories, side_dir)
+                result = _run_side(side, name_, modes, input_array, rgb, categories, side_dir, extra)
                 outcomes[framework] = JobOutcome(None, True, 0.0, side_dir, result=result)
             for case in (c for c in cases if c.method == name_):
                 records.append(finalize_case(config, case, outcomes["torch"], outcomes["paddle"], diagnose_layers))

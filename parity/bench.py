@@ -34,6 +34,7 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -325,6 +326,12 @@ def _model_list(text: str) -> List[str]:
     return _csv_choices(arch_names(), "model")(text)
 
 
+def _file_stem(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text) or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"invalid name {text!r}: letters, digits, '_', '-' and '.' only")
+    return text
+
+
 def _batch_list(text: str) -> List[int]:
     return list(dict.fromkeys(_positive_int(item.strip()) for item in text.split(",") if item.strip())) or [_positive_int(text)]
 
@@ -356,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=_positive_int, default=None,
                         help="resize the image to SIZE x SIZE (default: its own size)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision of model and input")
-    parser.add_argument("--out", default="reports", help="directory for bench.json and bench.md")
+    parser.add_argument("--out", default="reports", help="directory for NAME.json and NAME.md")
+    parser.add_argument("--name", default="bench", type=_file_stem,
+                        help="file name of the two outputs, e.g. bench_zoo for a bench over the model zoo")
     parser.add_argument("--parity-log", default=None, metavar="PATH",
                         help="JSON file with the wall times of a full `make parity` run "
                              '({"cold_seconds": ..., "warm_seconds": ..., "command": ..., "date": ...}); '
@@ -556,10 +565,10 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
     return data, all_ok
 
 
-def write_outputs(data: Dict, out: Path) -> Tuple[Path, Path]:
+def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Path]:
     out = Path(out)
-    json_path = write_text(out / "bench.json", render_json(data))
-    md_path = write_text(out / "bench.md", render_markdown(data))
+    json_path = write_text(out / f"{name}.json", render_json(data))
+    md_path = write_text(out / f"{name}.md", render_markdown(data))
     return json_path, md_path
 
 
@@ -582,7 +591,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; nothing written", file=sys.stderr)
         return 130
-    json_path, md_path = write_outputs(data, Path(args.out))
+    json_path, md_path = write_outputs(data, Path(args.out), args.name)
     print(_table_for_stdout(data))
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 0 if all_ok else 1

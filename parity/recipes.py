@@ -50,14 +50,17 @@ def classifier_head(model: Any, framework: str):
 
 
 def build_cam(spec: MethodSpec, library: Any, framework: str, model: Any, target_layers: List[Any],
-              reshape_transform: Optional[Callable] = None):
+              reshape_transform: Optional[Callable] = None, extra: Optional[Dict[str, Any]] = None):
+    """The method's CAM object, as a user of that library builds it; ``extra`` are more constructor arguments
+    (e.g. ``ablation_layer=AblationLayerVit()`` for AblationCAM on a transformer)."""
     cls = getattr(library, spec.torch_class_name if framework == "torch" else spec.paddle_class_name)
+    extra = dict(extra or {})
     if spec.recipe == "fullgrad":
-        return cls(model=model, target_layers=[], reshape_transform=reshape_transform)
+        return cls(model=model, target_layers=[], reshape_transform=reshape_transform, **extra)
     if spec.recipe == "dff":
         return cls(model=model, target_layer=target_layers[-1], reshape_transform=reshape_transform,
-                   computation_on_concepts=classifier_head(model, framework))
-    return cls(model=model, target_layers=target_layers, reshape_transform=reshape_transform)
+                   computation_on_concepts=classifier_head(model, framework), **extra)
+    return cls(model=model, target_layers=target_layers, reshape_transform=reshape_transform, **extra)
 
 
 def _release(cam: Any) -> None:

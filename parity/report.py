@@ -49,6 +49,7 @@ __all__ = [
     "write_report",
     "ensure_diff_images",
     "sibling_reports",
+    "rerender",
     "default_files",
     "REPORT_NAME",
     "SUMMARY_NAME",
@@ -1287,9 +1288,11 @@ def render_all(results: Dict, out_dir: Path, siblings: Optional[Mapping[str, str
 def sibling_reports(out_dir: Path, root: Optional[Path] = None) -> Dict[str, str]:
     """The other reports under ``root`` (default: ``out_dir``), as ``siblings`` for ``render_markdown``.
 
-    Every other ``parity.md`` under ``root`` is labelled by its run (``float64 ·
+    Every other ``parity.md`` under ``root`` is labelled by its run (``float64
     full``, from its ``parity.json``; its directory when that is missing or
-    ambiguous), and ``root/bench.md`` as ``bench``; paths are relative to ``out_dir``.
+    ambiguous); the timing reports ``root/bench*.md`` and ``root/shards.md`` and
+    the paper's table ``root/paper/paper.md`` by their names; paths are relative
+    to ``out_dir``.
     """
     import json
     import os
@@ -1303,7 +1306,7 @@ def sibling_reports(out_dir: Path, root: Optional[Path] = None) -> Dict[str, str
         label = report.parent.relative_to(root).as_posix() or "."
         try:
             prov = json.loads((report.parent / "parity.json").read_text(encoding="utf-8")).get("provenance") or {}
-            label = " · ".join(str(prov[k]) for k in ("dtype", "profile") if prov.get(k)) or label
+            label = " ".join(str(prov[k]) for k in ("dtype", "profile") if prov.get(k)) or label
         except (OSError, ValueError, AttributeError):
             pass
         found.append((label, os.path.relpath(report, out_dir)))
@@ -1313,9 +1316,11 @@ def sibling_reports(out_dir: Path, root: Optional[Path] = None) -> Dict[str, str
         if labels.count(label) > 1:
             label = f"{label} ({Path(path).parent.as_posix()})"
         siblings[label] = Path(path).as_posix()
-    bench = root / "bench.md"
-    if bench.is_file():
-        siblings["bench"] = Path(os.path.relpath(bench, out_dir)).as_posix()
+    others = sorted(root.glob("bench*.md")) + [root / "shards.md", root / "paper" / "paper.md"]
+    for other in others:
+        if other.is_file():
+            label = "paper table" if other.name == "paper.md" else other.stem.replace("_", " ")
+            siblings[label] = Path(os.path.relpath(other, out_dir)).as_posix()
     return siblings
 
 
@@ -1348,3 +1353,40 @@ def write_report(results: Dict, out_dir: Path, siblings: Optional[Mapping[str, s
     for name, text in texts.items():
         atomic.write_text(out_dir / name, text)
     return out_dir / REPORT_NAME
+
+
+def rerender(out_dir: Path, root: Optional[Path] = None) -> List[Path]:
+    """Draw a finished run's pictures and write its reports again from its ``parity.json`` (no computing).
+
+    For when the reports beside it changed (a sibling appeared) or the renderer
+    did: the numbers, the provenance (the commit they came from) and the
+    ``.npy`` files stay as the run left them.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    results = json.loads((out_dir / "parity.json").read_text(encoding="utf-8"))
+    write_diff_images(results, out_dir)
+    texts = render_all(results, out_dir, siblings=sibling_reports(out_dir, root))
+    texts["parity.json"] = json.dumps(results, indent=1, allow_nan=True)
+    for name, text in texts.items():
+        atomic.write_text(out_dir / name, text)
+    return [out_dir / name for name in texts]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m parity.report DIR... [--root reports]``: re-render finished runs' reports."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m parity.report", description=rerender.__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", help="output directories of finished runs (each with its parity.json)")
+    parser.add_argument("--root", default=None, help="where the sibling reports to link live (default: each DIR)")
+    args = parser.parse_args(argv)
+    for directory in args.dirs:
+        for path in rerender(Path(directory), None if args.root is None else Path(args.root)):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

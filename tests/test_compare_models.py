@@ -103,16 +103,22 @@ def test_a_small_cnn_pair_passes_every_stage_and_writes_the_report(tmp_path):
 
 
 def test_a_transformer_with_reshape_transforms_passes():
+    """Upstream's ViT path: tokens reshaped to a map on both sides, and AblationCAM with AblationLayerVit."""
     torch_model, paddle_model = make_vit_pair("float32")
+    from pytorch_grad_cam.ablation_layer import AblationLayerVit as TorchAblationLayerVit
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    import paddle_impl
 
     records = parity.compare_models(
         torch_model, paddle_model, np.random.RandomState(1).randn(2, 3, GRID * PATCH, GRID * PATCH).astype(np.float32),
-        torch_layers=["blocks[-1].norm1"], paddle_layers=["blocks[-1].norm1"], methods=["gradcam", "layercam"],
+        torch_layers=["blocks[-1].norm1"], paddle_layers=["blocks[-1].norm1"], methods=["gradcam", "layercam", "ablationcam"],
         reshape_transform=(lambda t: vit_reshape_transform(t, GRID, GRID),
                            lambda t: paddle_reshape.vit_reshape_transform(t, GRID, GRID)),
+        cam_kwargs={"ablationcam": ({"ablation_layer": TorchAblationLayerVit()},
+                                    {"ablation_layer": paddle_impl.AblationLayerVit()})},
     )
-    assert len(records) == 2
+    assert len(records) == 3
     for record in records:
         assert record["passed"], record["message"]
         activations = next(s for s in record["stages"] if s["stage"] == "activations")

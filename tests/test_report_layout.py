@@ -597,11 +597,16 @@ def test_sibling_reports_are_found_and_labelled_by_their_run(tmp_path):
         directory.mkdir(exist_ok=True)
         (directory / "parity.md").write_text("# r\n", encoding="utf-8")
         (directory / "parity.json").write_text(json.dumps({"provenance": {"dtype": dtype, "profile": profile}}))
-    (tmp_path / "bench.md").write_text("# b\n", encoding="utf-8")
-    assert sibling_reports(tmp_path) == {"float64 · full (f64)": "f64/parity.md",
-                                         "float64 · full (f64-full)": "f64-full/parity.md",
-                                         "float32 · quick": "quick/parity.md", "bench": "bench.md"}
-    assert sibling_reports(tmp_path / "quick", tmp_path)["float32 · full"] == "../parity.md"
+    for name in ("bench.md", "bench_zoo.md", "shards.md"):
+        (tmp_path / name).write_text("# b\n", encoding="utf-8")
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "paper.md").write_text("# p\n", encoding="utf-8")
+    assert sibling_reports(tmp_path) == {"float64 full (f64)": "f64/parity.md",
+                                         "float64 full (f64-full)": "f64-full/parity.md",
+                                         "float32 quick": "quick/parity.md", "bench": "bench.md",
+                                         "bench zoo": "bench_zoo.md", "shards": "shards.md",
+                                         "paper table": "paper/paper.md"}
+    assert sibling_reports(tmp_path / "quick", tmp_path)["float32 full"] == "../parity.md"
 
 
 def test_step_summary_command_line(tmp_path, capsys):
@@ -614,3 +619,18 @@ def test_step_summary_command_line(tmp_path, capsys):
     assert out.splitlines()[2] == verdict_line(results) and "(https://github.com/o/r/actions/runs/7)" in out
     assert main([str(tmp_path / "missing")]) == 0
     assert "No parity report in" in capsys.readouterr().out
+
+
+def test_rerender_writes_a_finished_runs_reports_again_and_links_new_siblings(tmp_path):
+    results = seed_results()
+    write_files(results, tmp_path / "full")
+    (tmp_path / "full" / "parity.json").write_text(json.dumps(results))
+    report.rerender(tmp_path / "full", tmp_path)
+    first = (tmp_path / "full" / "parity.md").read_text(encoding="utf-8")
+    assert "bench zoo" not in first
+    (tmp_path / "bench_zoo.md").write_text("# b\n", encoding="utf-8")  # a sibling report appears afterwards
+    assert report.main([str(tmp_path / "full"), "--root", str(tmp_path)]) == 0
+    again = (tmp_path / "full" / "parity.md").read_text(encoding="utf-8")
+    assert "[bench zoo](../bench_zoo.md)" in again
+    assert json.loads((tmp_path / "full" / "parity.json").read_text())["cases"] == results["cases"]
+    assert (tmp_path / "full" / "parity.html").is_file() and (tmp_path / "full" / "parity_summary.md").is_file()
