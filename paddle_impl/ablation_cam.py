@@ -18,7 +18,7 @@ The original scores are read from the main forward pass instead of a second one.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
@@ -26,7 +26,7 @@ import paddle
 from paddle_impl.ablation_layer import AblationLayer
 from paddle_impl.base_cam import BaseCAM
 from paddle_impl.progress import progress
-from paddle_impl.utils.find_layers import replace_layer_recursive
+from paddle_impl.utils.find_layers import layer_references
 
 __all__ = ["AblationCAM"]
 
@@ -37,8 +37,8 @@ class _PassThrough(paddle.nn.Layer):
 
 
 def _layers_run_before(model: paddle.nn.Layer, target_layer: paddle.nn.Layer, input_tensor: paddle.Tensor):
-    """(parent, name) of every sub-layer that finishes before ``target_layer`` starts and is not its ancestor,
-    and the target layer's raw output (before any reshape transform).
+    """Every sub-layer that finishes before ``target_layer`` starts and is not its ancestor, and the target
+    layer's raw output (before any reshape transform).
 
     Found by one traced forward pass; only the outermost such layers are kept.
     """
@@ -68,19 +68,19 @@ def _layers_run_before(model: paddle.nn.Layer, target_layer: paddle.nn.Layer, in
             handle.remove()
 
     finished_ids = {id(layer) for layer in finished}
-    slots = []
+    outermost: Dict[int, paddle.nn.Layer] = {}
 
     def visit(parent: paddle.nn.Layer) -> None:
-        for name, child in parent._sub_layers.items():
+        for child in parent._sub_layers.values():
             if child is None or child is target_layer:
                 continue
             if id(child) in finished_ids:
-                slots.append((parent, name))
+                outermost[id(child)] = child
             else:
                 visit(child)
 
     visit(model)
-    return slots, target_output["value"].numpy()
+    return list(outermost.values()), target_output["value"].numpy()
 
 
 class AblationCAM(BaseCAM):
@@ -100,18 +100,24 @@ class AblationCAM(BaseCAM):
         self.shortcut_used: Optional[bool] = None
 
     @contextlib.contextmanager
-    def _ablating(self, target_layer: paddle.nn.Layer, skipped_slots) -> Iterator[None]:
-        """Swap in the ablation layer and pass-throughs for ``skipped_slots``; undo on exit."""
-        originals = [(parent, name, parent._sub_layers[name]) for parent, name in skipped_slots]
-        replace_layer_recursive(self.model, target_layer, self.ablation_layer)
+    def _ablating(self, target_layer: paddle.nn.Layer, skipped_layers: List[paddle.nn.Layer]) -> Iterator[None]:
+        """Swap in the ablation layer for the target and pass-throughs for ``skipped_layers``; undo on exit.
+
+        Every reference is swapped: a model may hold a layer under two names, and
+        its ``forward`` may call it through a plain list (paddle.vision's DenseNet
+        keeps its dense blocks as attributes and in a list ``forward`` iterates).
+        """
+        swaps = [(container, key, self.ablation_layer) for container, key in layer_references(self.model, target_layer)]
+        for layer in skipped_layers:
+            swaps += [(container, key, _PassThrough()) for container, key in layer_references(self.model, layer)]
+        originals = [(container, key, container[key]) for container, key, _ in swaps]
         try:
-            for parent, name, _ in originals:
-                parent._sub_layers[name] = _PassThrough()
+            for container, key, replacement in swaps:
+                container[key] = replacement
             yield
         finally:
-            for parent, name, layer in originals:
-                parent._sub_layers[name] = layer
-            replace_layer_recursive(self.model, self.ablation_layer, target_layer)
+            for container, key, original in originals:
+                container[key] = original
 
     def _shortcut_reproduces(self, input_tensor: paddle.Tensor, activations: np.ndarray) -> bool:
         self.ablation_layer.activations = paddle.to_tensor(activations)
@@ -128,10 +134,10 @@ class AblationCAM(BaseCAM):
         # The ablation layer stands in for the target layer, so it is fed the layer's raw
         # output, as upstream does; ``activations`` went through the reshape transform
         # (for a ViT that drops the class token, which the later layers read).
-        earlier_slots, raw_activations = _layers_run_before(self.model, target_layer, input_tensor)
-        with paddle.no_grad(), self._ablating(target_layer, earlier_slots):
+        earlier_layers, raw_activations = _layers_run_before(self.model, target_layer, input_tensor)
+        with paddle.no_grad(), self._ablating(target_layer, earlier_layers):
             self.shortcut_used = self._shortcut_reproduces(input_tensor, raw_activations)
-        with paddle.no_grad(), self._ablating(target_layer, earlier_slots if self.shortcut_used else []):
+        with paddle.no_grad(), self._ablating(target_layer, earlier_layers if self.shortcut_used else []):
             for batch_index, target in enumerate(targets):
                 channels = self.ablation_layer.activations_to_be_ablated(
                     activations[batch_index], self.ratio_channels_to_ablate

@@ -173,3 +173,30 @@ def test_the_runner_names_a_corrupted_batch_norm_of_a_zoo_model(tmp_path, refere
         assert layer["found"], layer
         assert (layer["torch_path"], layer["paddle_path"], layer["kind"]) == ("layer3.1.bn2", "layer3.1.bn2", "weights")
         assert "layer3.1.bn2" in record["message"]
+
+
+class PaddleNetCallingThroughAList(PaddleNet):
+    """PaddleNet whose forward reaches its blocks through a plain list, as paddle.vision's DenseNet does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = [self.stem, self.body]
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(paddle.flatten(self.pool(x), 1))
+
+
+def test_ablationcam_swaps_a_target_the_model_reaches_through_a_list():
+    """AblationCAM must swap every reference to the target, not only the registered one."""
+    from paddle_impl.utils.find_layers import layer_references
+
+    torch_model, plain = _cnn_pair()
+    paddle_model = PaddleNetCallingThroughAList()
+    paddle_model.set_state_dict(plain.state_dict())
+    paddle_model.eval()
+    assert len(layer_references(paddle_model, paddle_model.body)) == 2  # _sub_layers["body"] and blocks[1]
+    (record,) = parity.compare_models(torch_model, paddle_model, _input(), torch_layers=["body"], paddle_layers=["body"],
+                                      methods=["ablationcam"])
+    assert record["passed"], record["message"]

@@ -8,12 +8,13 @@ a model whose layers are registered in the same order.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, List
+from typing import Any, Callable, Iterable, List, Tuple
 
 import paddle
 
 __all__ = [
     "replace_layer_recursive",
+    "layer_references",
     "replace_all_layer_type_recursive",
     "find_layer_types_recursive",
     "find_layer_predicate_recursive",
@@ -29,6 +30,29 @@ def replace_layer_recursive(model: paddle.nn.Layer, old_layer: paddle.nn.Layer, 
         if layer is not None and replace_layer_recursive(layer, old_layer, new_layer):
             return True
     return False
+
+
+def layer_references(model: paddle.nn.Layer, layer: paddle.nn.Layer) -> List[Tuple[Any, Any]]:
+    """Every (container, key) through which ``model`` reaches ``layer``: ``container[key] is layer``.
+
+    Not in upstream, whose ``replace_layer_recursive`` swaps the first
+    registered reference only.  paddle.vision's models often reach one
+    sub-layer in several ways (DenseNet registers each dense block as an
+    attribute and calls it through a plain list that ``forward`` iterates), so
+    a swap that must take effect swaps all of them: the ``_sub_layers`` entries
+    of every layer, and the items of plain lists held in a layer's attributes.
+    """
+    found: List[Tuple[Any, Any]] = []
+    seen = set()
+    for parent in [model, *model.sublayers(include_self=False)]:
+        if id(parent) in seen:
+            continue
+        seen.add(id(parent))
+        found += [(parent._sub_layers, name) for name, child in parent._sub_layers.items() if child is layer]
+        for value in vars(parent).values():
+            if isinstance(value, list):
+                found += [(value, index) for index, item in enumerate(value) if item is layer]
+    return found
 
 
 def replace_all_layer_type_recursive(
