@@ -451,6 +451,11 @@ def interruptible(args, out: Path, live):
         signal.signal(signal.SIGTERM, previous)
 
 
+def announce_recheck(count: int) -> None:
+    print(f"python -m parity: rerunning {count} failed case(s) in float64, to tell float32 rounding from a real "
+          "difference", file=sys.stderr, flush=True)
+
+
 def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:
     """parity.json, the reports and the diff log, all or nothing; prints the verdict; returns the exit status."""
     from parity.provenance import project_state
@@ -475,7 +480,7 @@ def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:
 
 
 def _run(args) -> int:
-    from parity.runner import LiveProcesses, run_matrix
+    from parity.runner import LiveProcesses, recheck_in_float64, run_matrix
     from parity.schedule import schedule_in_words
 
     config, provenance = prepare_run(args)
@@ -497,5 +502,6 @@ def _run(args) -> int:
             return run_shard(config, provenance, args.shard, argv=args.argv, live=live)
     with interruptible(args, out, live):
         records = run_matrix(config, live=live, progress=print_progress, on_schedule=on_schedule)
+        recheck_in_float64(config, records, live, on_start=announce_recheck)
     provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
     return write_results(out, provenance, records)

@@ -111,6 +111,12 @@ _ABLATION_NOTE = (
     "(full profile, no_smooth), earlier stages within their bounds; float64: <= 1.8e-7"
 )
 
+_XGRAD_NOTE = (
+    "float32: the channel weights divide by the channel's activation sum, near zero where the target layer's "
+    "output is not rectified (densenet121's dense block, mobilenet_v3_large's hardswish block): measured CAM max|Δ| "
+    "1.27e-4 (mobilenet_v3_large) and 1.06e-4 (densenet121) in the zoo, <= 3.3e-6 on the ResNets; float64: 2.4e-7"
+)
+
 _NEW_NOTE = (
     "unit tests (64x64, layer3): float32 CAM max|Δ| <= 2.0e-6, float64 identical to upstream "
     "(the all-methods report has the profile's own measurement)"
@@ -149,7 +155,7 @@ METHODS: Dict[str, MethodSpec] = {
     for spec in [
         MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.22, seed_matrix=True),
         MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.22, seed_matrix=True),
-        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.23, seed_matrix=True),
+        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 5e-4, 1e-6, _XGRAD_NOTE, 0.33, 0.23, seed_matrix=True),
         MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55, seed_matrix=True),
         MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 200.0, 133.0, seed_matrix=True),
         MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.28, 0.26, seed_matrix=True),

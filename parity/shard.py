@@ -226,8 +226,8 @@ def _manifests(directories: List[str]) -> List[Tuple[Path, Dict]]:
 
 
 def merge(args: argparse.Namespace) -> int:
-    from parity.cli import build_parser, prepare_run, print_progress, write_results
-    from parity.runner import CaseCollector, LiveProcesses, run_plan
+    from parity.cli import announce_recheck, build_parser, prepare_run, print_progress, write_results
+    from parity.runner import CaseCollector, LiveProcesses, recheck_in_float64, run_plan
 
     shards = _manifests(args.shards)
     first = shards[0][1]
@@ -285,6 +285,7 @@ def merge(args: argparse.Namespace) -> int:
         live = LiveProcesses()
         run_plan(config, Plan(jobs=waiting), on_outcome, live)
         records = collector.in_order()
+        recheck_in_float64(config, records, live, on_start=announce_recheck)
     shard_times = ", ".join(f"{m['shard']}: {m['wall_seconds']:.0f} s" for _, m in shards)
     provenance["schedule"] = (f"{len(shards)} shards ({shard_times}); merged in {time.perf_counter() - started:.0f} s, "
                               f"{len(waiting)} worker process(es) at the merge")
