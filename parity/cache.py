@@ -6,12 +6,12 @@ that can change them: package versions, weights and image sha256, method,
 smoothing, dtype, device, input size, target layer and target rule.  A rerun
 of ``make parity`` then recomputes only the Paddle side.
 
-The worker's thread count is not part of the key.  It does change float32
-results in their last bits (torch's ResNet50 logits moved by 4.2e-5 between 1
-and 2 threads here, the size of the torch-vs-Paddle difference itself), but
-keying on it would make every rerun that schedules its workers differently
-start cold; the count is recorded in each entry's ``result.json`` and in the
-report's case records instead.
+The worker's thread count is part of the key.  It changes float32 results
+in their last bits (torch's ResNet50 logits moved by 4.2e-5 between 1 and 2
+threads here, the size of the torch-vs-Paddle difference itself), so an entry
+made with another count is never reused: the harness runs every worker with
+the same fixed ``--threads`` whatever the schedule, and a rerun with the same
+setting finds its entries.
 """
 from __future__ import annotations
 

@@ -222,13 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     from parity.cli import _csv_choices, _positive_int
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="The Grad-CAM++ paper's Average Drop %% and %% Increase in Confidence for every "
+        prog=PROG, description="The Grad-CAM++ paper's Average Drop % and % Increase in Confidence for every "
         "CAM method, the Paddle port and upstream side by side; writes OUT/paper.md and OUT/paper.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--methods", type=_csv_choices(PAPER_METHODS, "method"), default=PAPER_METHODS,
-                        help="comma-separated methods")
-    parser.add_argument("--images", default=None, help="comma-separated image paths (default: both.png and "
-                        "the photographs matplotlib ships)")
+    choose_methods = _csv_choices(PAPER_METHODS, "method")
+    parser.add_argument("--methods", type=lambda text: PAPER_METHODS if text == "all" else choose_methods(text),
+                        default="all", help="comma-separated methods, or 'all': every CAM method but Deep Feature "
+                        "Factorization, which explains concepts rather than one class")
+    parser.add_argument("--images", default=None, help="comma-separated image paths; without it, both.png and "
+                        "the photographs matplotlib ships")
     parser.add_argument("--size", type=_positive_int, default=224, help="images resized to SIZE x SIZE")
     parser.add_argument("--model", default="resnet50", help="model of the zoo")
     parser.add_argument("--weights", default="default", help="'default' (seeded, untrained), 'imagenet' or a .pth")
