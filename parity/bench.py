@@ -346,12 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--methods", type=_method_list, default=list(SEED_METHODS),
+    parser.add_argument("--methods", type=_method_list, default="seed",
                         help="comma-separated methods; 'seed' the eight of the original reproduction (the default), "
                         f"'all' every CAM class: {', '.join(METHODS)}")
-    parser.add_argument("--model", type=_model_list, default=[DEFAULT_MODEL],
+    parser.add_argument("--model", type=_model_list, default=DEFAULT_MODEL,
                         help="comma-separated models of the zoo (ResNet50 at layer4, the others at their default target layer)")
-    parser.add_argument("--batch", type=_batch_list, default=[1],
+    parser.add_argument("--batch", type=_batch_list, default="1",
                         help="comma-separated batch sizes (the image repeated, as upstream's tests do)")
     parser.add_argument("--repeat", type=_positive_int, default=3,
                         help="runs per framework for the methods that do not rerun the network per channel")
