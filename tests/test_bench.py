@@ -172,7 +172,7 @@ def test_load_parity_timing(tmp_path):
 # -- arguments ----------------------------------------------------------------------------
 def test_defaults():
     args = bench.build_parser().parse_args([])
-    assert args.methods == list(SEED_METHODS) and args.model == ["resnet50"] and args.batch == [1]
+    assert bench.resolve_methods(args.methods) == list(SEED_METHODS) and args.model == ["resnet50"] and args.batch == [1]
     assert (args.repeat, args.heavy_repeat) == (3, 1)
     assert args.threads == (os.cpu_count() or 1)
     assert args.size is None and args.dtype == "float32" and args.out == "reports" and args.parity_log is None
