@@ -44,7 +44,7 @@ def _table_blocks(lines: Sequence[str]) -> List[Block]:
 
 
 def _failure_blocks(cases: Sequence[Mapping]) -> List[Block]:
-    bad = [c for c in cases if _r.case_status(c) in ("failed", "error")]
+    bad = [c for c in cases if _r.case_status(c) in ("failed", "error", "float32 only")]
     if not bad:
         return []
     blocks: List[Block] = [["## Failures and errors", ""]]

@@ -6,6 +6,7 @@ import pytest
 from parity.cache import ResultCache
 from parity.config import make_config
 from parity.registry import Setup
+from parity.report import case_status
 from parity.runner import LiveProcesses, recheck_in_float64, run_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
@@ -34,3 +35,36 @@ def test_an_ill_conditioned_float32_case_is_explained_by_its_float64_rerun(tmp_p
     assert rerun == [1] and "float64_check" not in gradcam  # only the failed case is rerun
     assert ablation["float64_check"]["passed"] and ablation["float64_check"]["cam_max_abs_diff"] < 1e-6
     assert "Rerun in float64: passes" in ablation["message"] and "not the port" in ablation["message"]
+    assert case_status(ablation) == "float32 only" and case_status(gradcam) == "passed"
+
+
+def _record(passed, float64_check=None, error=None, architecture_differs=None):
+    record = {"id": "m-no_smooth", "passed": passed, "error": error, "architecture_differs": architecture_differs,
+              "overlay_identical_fraction": 1.0 if passed else 0.5, "cam_max_abs_diff": 1e-3}
+    if float64_check is not None:
+        record["float64_check"] = float64_check
+    return record
+
+
+@pytest.mark.parametrize("float64_check, status", [
+    (None, "failed"),                                              # not rerun: stays failed
+    ({"skipped": "the float32 case took 900 s"}, "failed"),
+    ({"passed": False, "error": None}, "failed"),                  # float64 fails too: a real difference
+    ({"passed": False, "error": "worker died"}, "failed"),
+    ({"passed": True, "error": None}, "float32 only"),
+])
+def test_only_a_passing_float64_rerun_makes_a_failure_float32_only(float64_check, status):
+    from parity.cli import status_allows_success, summarize
+    from parity.report import summary_line, verdict_line
+
+    record = _record(False, float64_check)
+    assert case_status(record) == status
+    results = {"cases": [_record(True), record]}
+    counts = summarize(results["cases"])
+    if status == "failed":
+        assert counts["failed"] == 1 and counts["float32_only"] == 0 and not status_allows_success(record)
+        assert verdict_line(results).startswith("❌")
+    else:
+        assert counts["failed"] == 0 and counts["float32_only"] == 1 and status_allows_success(record)
+        assert verdict_line(results).startswith("✅")
+        assert "**1/1 cases passed**" in summary_line(results) and "float32 only, float64 agrees: 1" in summary_line(results)
