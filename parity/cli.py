@@ -429,6 +429,13 @@ def print_progress(record, done, total) -> None:
     print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
 
 
+def print_unit_progress(job, outcome, done, total) -> None:
+    """``[unit  3/18] torch scorecam variant 1 done 151 s``: the weights units print before any case can."""
+    what = f"{job.framework} {','.join(job.methods)} variant {job.variant}"
+    status = f"done {outcome.seconds:.0f} s" if outcome.ok else "FAILED: " + (outcome.error or "").splitlines()[0][:160]
+    print(f"[unit {done:2d}/{total}] {what:<32s} {status}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def interruptible(args, out: Path, live):
     """Ctrl-C and SIGTERM stop every worker and exit 130 / 143; a full disk is a one-line error."""
@@ -512,7 +519,8 @@ def _run(args) -> int:
         with interruptible(args, out, live):
             return run_shard(config, provenance, args.shard, argv=args.argv, live=live)
     with interruptible(args, out, live):
-        records = run_matrix(config, live=live, progress=print_progress, on_schedule=on_schedule)
+        records = run_matrix(config, live=live, progress=print_progress, on_schedule=on_schedule,
+                             unit_progress=print_unit_progress)
         recheck_in_float64(config, records, live, on_start=announce_recheck)
     provenance["wall_seconds"] = round(time.perf_counter() - started, 1)
     return write_results(out, provenance, records)

@@ -261,12 +261,15 @@ def run_matrix(
     live: Optional[LiveProcesses] = None,
     progress: Optional[Callable[[Dict, int, int], None]] = None,
     on_schedule: Optional[Callable[[Dict], None]] = None,
+    unit_progress: Optional[Callable[[WorkerJob, JobOutcome, int, int], None]] = None,
 ) -> List[Dict]:
     """Run every selected case; return one record per case in registry order.
 
     ``on_schedule`` hears, before any worker starts, how the jobs will run:
     how many upstream results came from the cache, how many worker processes
     (weights units among them) will run, how many at once, threads each.
+    ``unit_progress`` hears each weights unit as it ends (with how many have
+    ended, of how many): a cold full run spends its first twenty minutes on them.
     """
     live = live or LiveProcesses()
     collector = CaseCollector(config, progress)
@@ -276,7 +279,18 @@ def run_matrix(
             collector.add(view, cached_outcome(view, entry))
         if on_schedule is not None:
             on_schedule(schedule_of(config, plan))
-        run_plan(config, plan, collector.add, live)
+        units_total = sum(job.is_unit for job in plan.jobs)
+        units_done = []
+
+        def on_outcome(job: WorkerJob, outcome: JobOutcome) -> None:
+            if not job.is_unit:
+                collector.add(job, outcome)
+                return
+            units_done.append(job)
+            if unit_progress is not None:
+                unit_progress(job, outcome, len(units_done), units_total)
+
+        run_plan(config, plan, on_outcome, live, report_units=True)
     return collector.in_order()
 
 
