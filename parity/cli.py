@@ -272,7 +272,8 @@ def summarize(records: List[Dict]) -> Dict[str, int]:
         "errors": statuses.count("error"),
         "architecture_differs": statuses.count("architectures differ"),
         "float32_only": statuses.count("float32 only"),
-        "overlays_identical": sum(r["overlay_identical_fraction"] == 1.0 for r in records),
+        "overlays_identical": sum(r["overlay_identical_fraction"] == 1.0 and status in ("passed", "failed")
+                                  for r, status in zip(records, statuses)),
     }
 
 

@@ -108,7 +108,9 @@ _F32_NOTE = (
 
 _ABLATION_NOTE = (
     "float32: weights (y - y_k) / y difference two close float32 scores; measured CAM max|Δ| 1.35e-4 "
-    "(full profile, no_smooth), earlier stages within their bounds; float64: <= 1.8e-7"
+    "(full profile, no_smooth); raw_cam = Σ_k w_k A_k sums that noise over every channel: measured "
+    "1.04e-3 of max|raw_cam| (upstream-suite, vgg11, batch 2 at 32x32: a 1x1 map over 512 channels) and "
+    "0.85e-3 (full profile, aug_smooth), so its bound is 2e-3; float64: <= 1.8e-7, the vgg11 case identical"
 )
 
 _XGRAD_NOTE = (
@@ -156,7 +158,8 @@ METHODS: Dict[str, MethodSpec] = {
         MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.22, seed_matrix=True),
         MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.22, seed_matrix=True),
         MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 5e-4, 1e-6, _XGRAD_NOTE, 0.33, 0.23, seed_matrix=True),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55, seed_matrix=True),
+        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55, seed_matrix=True,
+                   stage_rtol_float32=(("raw_cam", 2e-3),)),
         MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 200.0, 133.0, seed_matrix=True),
         MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.28, 0.26, seed_matrix=True),
         MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.53, 0.26, seed_matrix=True),
