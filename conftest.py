@@ -33,6 +33,16 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Both frameworks on one thread for a module: float32 bits depend on the thread count."""
+    import paddle
+    import torch
+
+    torch.set_num_threads(1)
+    paddle.base.core.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def reference_image() -> Path:
     path = REPO_ROOT / "fixtures" / "both.png"

@@ -174,7 +174,9 @@ def _load_lines(machine: Dict) -> List[str]:
     own = machine.get("threads") or 0
     others = max((before or [0])[0], (after or [0])[0] - own)
     if cores and others > 0.5 * cores:
-        line += f" — other work was running on this {cores}-core machine, so these times are noisier than usual"
+        line += (f" — the {cores}-core machine was busy just before or during the run (the 1-minute average "
+                 "also counts work that ended up to a minute or so before the bench began), so these times may "
+                 "be noisier than usual")
     return [line]
 
 

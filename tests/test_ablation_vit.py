@@ -19,6 +19,7 @@ from paddle_impl import ablation_layer as paddle_ablation_layer
 from paddle_impl.utils import reshape_transforms as paddle_reshape
 
 from model_pairs import CLASSES, GRID, PATCH, make_vit_pair
+from closeness import assert_close
 
 # Final-CAM bounds.  float64: upstream ends in float32 (its weights are np.float32),
 # measured 0.0.  float32, measured on this machine: 4.5e-7 (2 images, 32x32).
@@ -28,21 +29,9 @@ from model_pairs import CLASSES, GRID, PATCH, make_vit_pair
 CAM_ATOL = {"float64": 1e-6, "float32": 1e-5}
 
 
-def _assert_close(what: str, got: np.ndarray, expected: np.ndarray, bound: float) -> float:
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != upstream {expected.shape}"
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    assert diff.max() <= bound, (
-        f"{what}: max|Δ| = {diff.max():.3g} at {tuple(int(i) for i in worst)} "
-        f"(port {got[worst]:.9g}, upstream {expected[worst]:.9g}) exceeds the bound {bound:g}"
-    )
-    return float(diff.max())
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +50,7 @@ def test_the_vit_pair_agrees(vit_pairs):
         with torch.no_grad():
             expected = torch_model(torch.from_numpy(x)).numpy()
         got = paddle_model(paddle.to_tensor(x)).numpy()
-        _assert_close(f"ViT logits {dtype}", got, expected, bound * np.abs(expected).max())
+        assert_close(f"ViT logits {dtype}", got, expected, bound * np.abs(expected).max())
 
 
 # -- AblationCAM + AblationLayerVit ---------------------------------------------
@@ -98,7 +87,7 @@ def _ablation_cams(vit_pairs, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_ablation_cam_with_ablation_layer_vit_matches_upstream(vit_pairs, dtype):
     got, expected = _ablation_cams(vit_pairs, dtype)
-    _assert_close(f"AblationCAM + AblationLayerVit {dtype}", got, expected, CAM_ATOL[dtype])
+    assert_close(f"AblationCAM + AblationLayerVit {dtype}", got, expected, CAM_ATOL[dtype])
 
 
 def test_ablation_layer_vit_breakage_is_detected(vit_pairs, monkeypatch):
@@ -108,7 +97,7 @@ def test_ablation_layer_vit_breakage_is_detected(vit_pairs, monkeypatch):
     )
     got, expected = _ablation_cams(vit_pairs, "float64")
     with pytest.raises(AssertionError, match="exceeds the bound"):
-        _assert_close("AblationCAM + AblationLayerVit (broken)", got, expected, CAM_ATOL["float64"])
+        assert_close("AblationCAM + AblationLayerVit (broken)", got, expected, CAM_ATOL["float64"])
 
 
 @pytest.mark.parametrize("shape", [(2, 17, 8), (2, 4, 4, 8)])
@@ -175,7 +164,7 @@ def test_ablation_cam_on_a_cnn_still_takes_its_shortcut_and_matches_upstream():
     with AblationCAM(paddle_model, [paddle_model[2]]) as cam:
         got = cam(paddle.to_tensor(x), None)
         assert cam.shortcut_used is True
-    _assert_close("AblationCAM on a CNN, float64", got, expected, CAM_ATOL["float64"])
+    assert_close("AblationCAM on a CNN, float64", got, expected, CAM_ATOL["float64"])
 
 
 # -- reshape transforms -----------------------------------------------------------
@@ -231,7 +220,7 @@ FASTERRCNN_ATOL = {np.float32: 2e-6, np.float64: 4e-15}
 def test_fasterrcnn_reshape_transform_matches_upstream(dtype, pyramid):
     got, expected = _fasterrcnn_both(_pyramid(PYRAMIDS[pyramid], dtype, seed=len(pyramid)))
     assert got.dtype == expected.dtype
-    _assert_close(f"fasterrcnn_reshape_transform {pyramid} {dtype.__name__}", got, expected, FASTERRCNN_ATOL[dtype])
+    assert_close(f"fasterrcnn_reshape_transform {pyramid} {dtype.__name__}", got, expected, FASTERRCNN_ATOL[dtype])
 
 
 def test_fasterrcnn_reshape_transform_is_differentiable():
@@ -257,4 +246,4 @@ def test_fasterrcnn_reshape_breakage_is_detected(monkeypatch):
     monkeypatch.setattr(paddle_reshape, "_source_positions", corner_aligned)
     got, expected = _fasterrcnn_both(_pyramid(PYRAMIDS["odd"], np.float64, seed=3))
     with pytest.raises(AssertionError, match="exceeds the bound"):
-        _assert_close("fasterrcnn_reshape_transform (broken)", got, expected, FASTERRCNN_ATOL[np.float64])
+        assert_close("fasterrcnn_reshape_transform (broken)", got, expected, FASTERRCNN_ATOL[np.float64])

@@ -26,9 +26,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 class TorchNet(torch.nn.Module):

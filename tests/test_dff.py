@@ -17,6 +17,7 @@ import numpy as np
 import paddle
 import pytest
 import torch
+from closeness import assert_close as _close
 
 matplotlib.use("Agg")
 
@@ -38,23 +39,14 @@ BOUNDS = {
 
 
 def _assert_close(what: str, got: np.ndarray, expected: np.ndarray, bound: float, relative: bool = False) -> float:
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != upstream {expected.shape}"
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    limit = bound * float(np.abs(expected).max()) if relative else bound
-    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    assert diff.max() <= limit, (
-        f"{what}: max|Δ| = {diff.max():.3g} at {tuple(int(i) for i in worst)} "
-        f"(port {got[worst]:.9g}, upstream {expected[worst]:.9g}) exceeds the bound {limit:.3g}"
-        + (f" (= {bound:g} * max|upstream|)" if relative else "")
-    )
-    return float(diff.max() / (float(np.abs(expected).max()) if relative else 1.0))
-
+    """max|Δ| (relative to max|upstream| with ``relative``), failing over ``bound``."""
+    scale = float(np.abs(np.asarray(expected)).max()) if relative else 1.0
+    worst = _close(what, got, expected, bound, scale=scale, scale_text="max|upstream|" if relative else "")
+    return worst / scale
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

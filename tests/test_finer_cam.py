@@ -16,6 +16,7 @@ import torch
 
 from paddle_impl import finer_cam as p_finer
 from paddle_impl.utils import model_targets as p_targets
+from closeness import assert_close
 
 torch.set_num_threads(1)
 paddle.base.core.set_num_threads(1)
@@ -29,22 +30,6 @@ CAM_BOUNDS = {
     "float64": 5e-7,  # measured 0 (every case)
     "float32": 1e-4,  # measured 3.1e-5 ("comparison past num_classes dropped"), 1.4e-5 (defaults)
 }
-
-
-def assert_close(what: str, got: np.ndarray, expected: np.ndarray, bound: float) -> float:
-    """Fail with max|Δ|, where, and the bound unless max|Δ| <= bound; returns max|Δ|."""
-    got = np.asarray(got, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} (port) != {expected.shape} (upstream)"
-    delta = np.abs(got - expected)
-    worst = float(delta.max())
-    if not worst <= bound:
-        where = np.unravel_index(int(np.argmax(delta)), delta.shape)
-        raise AssertionError(
-            f"{what}: max|Δ| = {worst:.3e} at {tuple(int(i) for i in where)} "
-            f"(port {got[where]:.9g}, upstream {expected[where]:.9g}) > bound {bound:.3e}"
-        )
-    return worst
 
 
 @pytest.fixture(scope="module")

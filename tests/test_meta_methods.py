@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from paddle_impl import sess as paddle_sess
+from closeness import assert_close as _close
 
 SIZE = 64
 
@@ -30,22 +31,11 @@ CAM_ATOL_FLOAT32 = 5e-5
 
 
 def _assert_cam_close(what: str, got: np.ndarray, expected: np.ndarray, bound: float) -> float:
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != upstream {expected.shape}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != upstream {expected.dtype}"
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    assert diff.max() <= bound, (
-        f"{what}: max|Δ| = {diff.max():.3g} at {tuple(int(i) for i in worst)} "
-        f"(port {got[worst]:.9g}, upstream {expected[worst]:.9g}) exceeds the bound {bound:g}; "
-        f"{int((diff > bound).sum())} of {diff.size} values over it"
-    )
-    return float(diff.max())
-
+    return _close(what, got, expected, bound, check_dtype=True)
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

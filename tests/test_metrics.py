@@ -46,6 +46,7 @@ from paddle_impl.metrics import cam_mult_image as p_cam_mult
 from paddle_impl.metrics import perturbation_confidence as p_perturbation
 from paddle_impl.metrics import road as p_road
 from paddle_impl.utils import model_targets as p_targets
+from closeness import assert_close
 
 torch.set_num_threads(1)
 paddle.base.core.set_num_threads(1)
@@ -69,22 +70,6 @@ BOUNDS = {
 
 
 SCALE_OF = {"logit": "logit", "softmax": "probability"}
-
-
-def assert_close(what: str, got, expected, bound: float) -> float:
-    """Fail with max|Δ|, where, and the bound unless max|Δ| <= bound; returns max|Δ|."""
-    got = np.asarray(got, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} (port) != {expected.shape} (upstream)"
-    delta = np.abs(got - expected)
-    worst = float(delta.max()) if delta.size else 0.0
-    if not worst <= bound:
-        where = np.unravel_index(int(np.nanargmax(delta)), delta.shape)
-        raise AssertionError(
-            f"{what}: max|Δ| = {worst:.3e} at {tuple(int(i) for i in where)} "
-            f"(port {got[where]:.9g}, upstream {expected[where]:.9g}) > bound {bound:.3e}"
-        )
-    return worst
 
 
 # -- the shared setting ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 
 import pytorch_grad_cam.utils.model_targets as upstream
 from paddle_impl.utils import model_targets as port
+from closeness import assert_close as _close
 
 torch.set_num_threads(1)
 paddle.base.core.set_num_threads(1)
@@ -47,26 +48,9 @@ def assert_close(what: str, got: np.ndarray, expected: np.ndarray, rel_bound: fl
     gradient of a probability vector's sum) from turning rounding noise into
     an infinite relative error.  Returns max|Δ|.
     """
-    got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} (port) != {expected.shape} (upstream)"
-    if got.size == 0:
-        return 0.0
-    delta = np.abs(got - expected)
-    worst = float(np.nanmax(delta)) if not np.isnan(delta).all() else 0.0
-    if np.isnan(got).any() or np.isnan(expected).any():
-        assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{what}: NaN pattern differs"
-    scale = max(float(np.nanmax(np.abs(expected))), 1.0)
-    bound = rel_bound * scale
-    if worst > bound:
-        where = np.unravel_index(int(np.nanargmax(delta)), delta.shape)
-        raise AssertionError(
-            f"{what}: max|Δ| = {worst:.3e} at {tuple(int(i) for i in where)} "
-            f"(port {got[where]:.9g}, upstream {expected[where]:.9g}) > bound {bound:.3e} "
-            f"({rel_bound:g} x max(1, max|upstream|) = {scale:.3e})"
-        )
-    return worst
-
+    scale = max(float(np.nanmax(np.abs(expected))), 1.0) if expected.size and not np.isnan(expected).all() else 1.0
+    return _close(what, got, expected, rel_bound, scale=scale, scale_text="max(1, max|upstream|)")
 
 def _value_and_grad_torch(target: Callable, output: np.ndarray):
     tensor = torch.from_numpy(output.copy()).requires_grad_(True)

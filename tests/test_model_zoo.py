@@ -41,9 +41,8 @@ TARGET_RELATIVE = 1e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 # -- the registry -------------------------------------------------------------------------------

@@ -46,9 +46,8 @@ F64_RELATIVE = {"resnet18": 1e-10, "shufflenet_v2_x1_0": 1e-10, "densenet121": 1
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-    paddle.base.core.set_num_threads(1)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
 
 
 _STATES: dict = {}

@@ -1,0 +1,44 @@
+"""One comparison for the tests that check the port against upstream array by array.
+
+Its failure message reads like ``torch.testing.assert_close``'s: what mismatched,
+where, both values, by how much, against what bound, and how many values are over.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["assert_close"]
+
+
+def assert_close(what: str, got, expected, bound: float, *, scale: float = 1.0, scale_text: str = "",
+                 check_dtype: bool = False) -> float:
+    """Fail unless max|port - upstream| <= bound * scale; return max|Δ|.
+
+    ``scale`` turns a relative bound into an absolute one (``scale_text`` says
+    what it is, e.g. ``max|upstream|``).  NaNs must sit at the same places on
+    both sides and are left out of the difference; empty arrays agree.
+    """
+    got_array, expected_array = np.asarray(got), np.asarray(expected)
+    assert got_array.shape == expected_array.shape, \
+        f"{what}: shape {got_array.shape} (port) != {expected_array.shape} (upstream)"
+    if check_dtype:
+        assert got_array.dtype == expected_array.dtype, \
+            f"{what}: dtype {got_array.dtype} (port) != {expected_array.dtype} (upstream)"
+    got64, expected64 = got_array.astype(np.float64), expected_array.astype(np.float64)
+    if np.isnan(got64).any() or np.isnan(expected64).any():
+        assert np.array_equal(np.isnan(got64), np.isnan(expected64)), f"{what}: the NaNs are at other places"
+    delta = np.abs(got64 - expected64)
+    if delta.size == 0 or np.isnan(delta).all():
+        return 0.0
+    worst = float(np.nanmax(delta))
+    allowed = bound * scale
+    if not worst <= allowed:
+        where = np.unravel_index(int(np.nanargmax(delta)), delta.shape)
+        over = int(np.sum(delta > allowed))
+        rule = f" (= {bound:g} x {scale_text or 'scale'} {scale:.3e})" if scale != 1.0 or scale_text else ""
+        raise AssertionError(
+            f"{what}: max|Δ| = {worst:.3e} at {tuple(int(i) for i in where)} "
+            f"(port {got64[where]:.9g}, upstream {expected64[where]:.9g}) exceeds the bound {allowed:.3e}{rule}; "
+            f"{over} of {delta.size} values over it"
+        )
+    return worst
