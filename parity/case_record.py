@@ -16,6 +16,7 @@ from parity.config import RunConfig
 from parity.outcome import JobOutcome
 from parity.plan import setup_slug
 from parity.recipes import picture_cam
+from parity.worker import method_error
 from parity.registry import Case
 
 __all__ = ["finalize_case", "stage_flags", "load_stages", "case_files", "empty_record"]
@@ -89,6 +90,7 @@ def finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_o
     files = record["files"]
     stage_dir = Path("stages") / (setup_slug(case.setup) if case.setup.name else "") / f"log_{case.smooth}" / case.method
     errors = [o.error for o in (torch_out, paddle_out) if not o.ok]
+    errors += [e for e in (method_error(o.result, case.method) for o in (torch_out, paddle_out) if o.ok) if e]
     if errors:
         record["error"] = "\n".join(errors)
         record["message"] = record["error"]

@@ -101,6 +101,6 @@ def make_config(
 
 
 def fault_injection_from_env() -> Dict[str, str]:
-    """PARITY_INJECT_FAULT="torch:gradcam=crash,paddle:scorecam=hang" (used by the robustness tests)."""
+    """PARITY_INJECT_FAULT="torch:gradcam=crash,paddle:scorecam=hang,torch:eigencam=raise" (robustness tests)."""
     spec = os.environ.get("PARITY_INJECT_FAULT", "")
     return dict(item.rsplit("=", 1) for item in spec.split(",") if "=" in item)

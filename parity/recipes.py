@@ -35,7 +35,13 @@ DFF_COMPONENTS = 5
 
 
 def classifier_head(model: Any, framework: str):
-    """The model's last Linear layer, found by type (``fc`` for ResNets, ``classifier[-1]`` elsewhere)."""
+    """The model's last Linear layer, found by type (``fc`` for ResNets, ``classifier[-1]`` elsewhere).
+
+    DeepFeatureFactorization hands its ``computation_on_concepts`` the concepts as
+    float32, upstream and port alike, so a float64 model's head gets them cast to
+    its own dtype first, as a user of a float64 model would write it (upstream
+    itself stops with "mat1 and mat2 must have the same dtype" otherwise).
+    """
     if framework == "torch":
         import torch
 
@@ -46,7 +52,11 @@ def classifier_head(model: Any, framework: str):
         linear = [m for m in model.sublayers(include_self=True) if isinstance(m, paddle.nn.Linear)]
     if not linear:
         raise ValueError("the model has no Linear layer to score DFF's concepts with")
-    return linear[-1]
+    head = linear[-1]
+    dtype = head.weight.dtype
+    if framework == "torch":
+        return head if dtype == torch.float32 else (lambda concepts: head(concepts.to(dtype)))
+    return head if dtype == paddle.float32 else (lambda concepts: head(concepts.astype(dtype)))
 
 
 def build_cam(spec: MethodSpec, library: Any, framework: str, model: Any, target_layers: List[Any],

@@ -29,7 +29,7 @@ from parity.outcome import JobOutcome
 from parity.plan import Plan, cache_key, job_views, make_plan, view_cases
 from parity.registry import Case
 from parity.schedule import job_cost
-from parity.worker import WorkerJob, worker_environment
+from parity.worker import WorkerJob, method_error, worker_environment
 
 __all__ = ["run_matrix", "run_plan", "JobOutcome", "LiveProcesses", "CaseCollector", "cached_outcome", "schedule_of",
            "recheck_in_float64"]
@@ -117,7 +117,8 @@ def _execute(config: RunConfig, job: WorkerJob, live: LiveProcesses) -> JobOutco
             config.cache.store(cache_key(config, job), outcome.out_dir)
         else:
             for view in job_views(job):
-                config.cache.store(cache_key(config, view), outcome.out_dir, method=view.method, cases=view_cases(view))
+                if method_error(outcome.result, view.method) is None:
+                    config.cache.store(cache_key(config, view), outcome.out_dir, method=view.method, cases=view_cases(view))
     return outcome
 
 

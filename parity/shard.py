@@ -39,7 +39,7 @@ from parity.config import RunConfig
 from parity.outcome import JobOutcome
 from parity.plan import Plan, cache_key, job_views, make_plan, view_cases
 from parity.schedule import WORKER_OVERHEAD_SECONDS, job_cost
-from parity.worker import WorkerJob
+from parity.worker import WorkerJob, method_error
 
 __all__ = ["shard_items", "assign_shards", "plan_fingerprint", "run_shard", "merge", "build_merge_parser", "MANIFEST"]
 
@@ -301,5 +301,8 @@ def _store(config: RunConfig, cache: ResultCache, job: WorkerJob) -> None:
     if job.is_unit:
         cache.store(cache_key(config, job), Path(job.out_dir))
         return
+    result_file = Path(job.out_dir) / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.is_file() else None
     for view in job_views(job):
-        cache.store(cache_key(config, view), Path(job.out_dir), method=view.method, cases=view_cases(view))
+        if method_error(result, view.method) is None:
+            cache.store(cache_key(config, view), Path(job.out_dir), method=view.method, cases=view_cases(view))

@@ -234,6 +234,8 @@ def overlay_picture(side, spec, rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, targets, seeds) -> Dict:
     """Every case of one method; returns its entry of ``result.json``."""
+    if job.inject_fault == f"raise:{name}":
+        raise RuntimeError(f"injected fault 'raise' ({job.framework} {name})")
     from paddle_impl.atomic import save_npy
     from paddle_impl.layer_paths import resolve_layers
     from parity.recipes import attach_recorder, build_cam, call_cam, released
@@ -284,6 +286,14 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
     return {"cases": cases}
 
 
+_METHOD_ERROR_CHARS = 3000
+
+
+def method_error(result: Optional[Dict], method: str) -> Optional[str]:
+    """What one method of a shared worker raised (its traceback's end), or None."""
+    return ((result or {}).get("method_errors") or {}).get(method)
+
+
 def run_job(job: WorkerJob) -> Dict:
     from paddle_impl.atomic import write_text
 
@@ -298,8 +308,17 @@ def run_job(job: WorkerJob) -> Dict:
     if job.is_unit:
         result.update(_run_method(job, side, job.method, rgb, input_tensor, targets, seeds))
     else:
-        result["cases"] = {name: _run_method(job, side, name, rgb, input_tensor, targets, seeds)["cases"]
-                           for name in job.methods}
+        # Methods that share a process stay independent: one that raises fails its own cases only.
+        result["cases"], result["method_errors"] = {}, {}
+        for name in job.methods:
+            try:
+                result["cases"][name] = _run_method(job, side, name, rgb, input_tensor, targets, seeds)["cases"]
+            except Exception:
+                if len(job.methods) == 1:
+                    raise
+                text = traceback.format_exc()
+                print(text, file=sys.stderr, flush=True)
+                result["method_errors"][name] = f"{job.framework} side, {name}:\n" + text[-_METHOD_ERROR_CHARS:]
     # float32 results depend on the thread count in their last bits (oneDNN splits reductions by
     # thread), so the count travels with them into the cache and the report.
     result["peak_rss_mb"] = _peak_rss_mb()

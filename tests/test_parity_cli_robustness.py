@@ -553,6 +553,21 @@ def test_hanging_worker_times_out_and_the_rest_runs(tmp_path, worker_tmpdir, wei
     assert "timed out" in result.stderr
 
 
+def test_a_method_that_raises_in_a_shared_worker_fails_only_its_own_cases(tmp_path, worker_tmpdir, weights_pair):
+    """gradcam and eigencam share one worker per framework; eigencam raising on the torch side
+    must leave gradcam's cases compared and fail eigencam's with the torch side's traceback."""
+    out = tmp_path / "out"
+    result = run_parity(*TINY, "--methods", "gradcam,eigencam", "--smooth", "no_smooth", "--out", out,
+                        tmpdir=worker_tmpdir, PARITY_INJECT_FAULT="torch:eigencam=raise")
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    cases = {case["id"]: case for case in json.loads((out / "parity.json").read_text())["cases"]}
+    assert cases["gradcam-no_smooth"]["passed"], cases["gradcam-no_smooth"]["message"]
+    eigencam = cases["eigencam-no_smooth"]
+    assert not eigencam["passed"] and eigencam["error"].startswith("torch side, eigencam:"), eigencam["error"]
+    assert "injected fault 'raise' (torch eigencam)" in eigencam["error"]
+
+
 # -- 10: --help -----------------------------------------------------------------------------
 def test_help_lists_every_option_with_its_default():
     from parity.cli import build_parser
