@@ -135,16 +135,33 @@ def _run_workers(job: Dict, work: Path) -> Dict[str, Dict]:
     for framework in ("torch", "paddle"):
         path = work / f"{framework}.json"
         path.write_text(json.dumps(dict(job, framework=framework)))
-        procs[framework] = subprocess.Popen([sys.executable, "-m", "parity.paper", "--worker", str(path)],
-                                            env=worker_environment(job["threads"]), stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        # output to files, not pipes: nothing is read until the end, and a full pipe would stall the worker
+        with open(work / f"{framework}.log", "w") as log:
+            procs[framework] = subprocess.Popen([sys.executable, "-m", "parity.paper", "--worker", str(path)],
+                                                env=worker_environment(job["threads"]), stdout=log, stderr=log,
+                                                stdin=subprocess.DEVNULL)
+    _wait_with_progress(procs, work, len(job["images"]) * len(job["methods"]))
     results = {}
     for framework, proc in procs.items():
-        stdout, stderr = proc.communicate()
         if proc.returncode != 0:
-            raise UserError(f"the {framework} side failed (status {proc.returncode}): {stderr.strip()[-800:]}")
+            tail = (work / f"{framework}.log").read_text(errors="replace").strip()[-800:]
+            raise UserError(f"the {framework} side failed (status {proc.returncode}): {tail}")
         results[framework] = json.loads((work / f"{framework}.result.json").read_text())
     return results
+
+
+def _wait_with_progress(procs: Dict[str, subprocess.Popen], work: Path, total: int) -> None:
+    """Wait for both sides, printing how many (image, method) maps each has made whenever that changes."""
+    last = None
+    while True:
+        done = {framework: len(list(work.glob(f"{framework}-*.npy"))) for framework in procs}
+        if done != last:
+            print(f"{PROG}: " + ", ".join(f"{framework} {n}/{total}" for framework, n in done.items())
+                  + " maps", file=sys.stderr, flush=True)
+            last = done
+        if all(proc.poll() is not None for proc in procs.values()):
+            return
+        time.sleep(2.0)
 
 
 def compare(results: Dict[str, Dict], job: Dict, work: Path) -> List[Dict]:
