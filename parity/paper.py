@@ -15,9 +15,9 @@ method explains each image's top class, and the metrics score the softmax probab
 (``ClassifierOutputSoftmaxTarget``).  The table puts the two frameworks' averages next to each other,
 with the largest per-image differences of the maps and of the metrics.
 
-With the seeded default weights the network is untrained: every class gets a probability near 1/1000,
-so the table checks that the port computes what upstream computes and says nothing about the paper's
-claim; with ``--weights imagenet`` (downloads torchvision's checkpoint) or your own checkpoint it is the
+With the seeded default weights the network is untrained (its top class on an image is an accident of the
+initialisation, however confident), so the table checks that the port computes what upstream computes and
+says nothing about the paper's claim; with ``--weights imagenet`` (downloads torchvision's checkpoint) or your own checkpoint it is the
 paper's experiment, on these images rather than ImageNet's validation set.
 """
 from __future__ import annotations
@@ -206,8 +206,9 @@ def render_markdown(data: Dict) -> str:
     if settings["weights"] == "default":
         lines += [
             "> **These numbers say nothing about the paper's claim.** The weights are the seeded, untrained "
-            "torchvision initialisation: every class has a probability near 1/1000 "
-            f"(the explained classes here: {', '.join(f'{y:.2e}' for y in data['y'])}). "
+            "torchvision initialisation: the network has learned nothing, so the class it explains on each image "
+            "is an accident of the initialisation, not a recognised object, however confident "
+            f"(the explained classes' probabilities here: {', '.join(f'{y:.2e}' for y in data['y'])}). "
             "The table shows that the port and upstream compute the same measures; run "
             "`python -m parity.paper --weights imagenet` (downloads torchvision's IMAGENET1K_V1) or give your "
             "checkpoint for the paper's experiment.",
