@@ -1028,7 +1028,7 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
     """Every case in one table that fits the article; several setups are grouped under a row each."""
     multi = len(_setups(cases)) > 1
     header = ["case", "max\\|Δ\\|", "of bound", "pixels identical %", "max grey-level difference (0–255)",
-              "first divergent stage", "paddle s", "torch s", "flags"]
+              "first divergent stage", "paddle s", "torch s"]
     rows: List[List[str]] = []
     setup = None
     for case in cases:
@@ -1047,7 +1047,6 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
             f"**{_cell(first)}**" if first else ("error" if status == "error" else "—"),
             _seconds_cell(case, "paddle"),
             _seconds_cell(case, "torch"),
-            _cell(", ".join(str(f) for f in case.get("flags") or [])),
         ])
     header, rows = _drop_empty_columns(header, rows)
     lines = _table(header, rows)
@@ -1060,6 +1059,12 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
     if any(case.get("torch_cached") for case in cases):
         notes.append("<sup>c</sup> upstream's result came from the cache; its seconds are those of the run that "
                      "filled it.")
+    flagged = [case for case in cases if case.get("flags")]
+    if flagged:
+        # under the table, not as a column: a flag is a sentence, and most runs have none
+        notes.append("Flags: " + "; ".join(
+            links.case(case, _cell(_case_id(case))) + ": " + _cell(", ".join(str(f) for f in case["flags"]))
+            for case in flagged) + ".")
     return lines + [""] + [" ".join(notes)]
 
 
