@@ -428,7 +428,7 @@ def _fake_matrix(monkeypatch, baseline: Path) -> None:
     import parity.runner
 
     records = json.loads((baseline / "parity.json").read_text())["cases"]
-    monkeypatch.setattr(parity.runner, "run_matrix", lambda config, live=None, progress=None, on_schedule=None: copy.deepcopy(records))
+    monkeypatch.setattr(parity.runner, "run_matrix", lambda config, live=None, **callbacks: copy.deepcopy(records))
 
 
 @pytest.mark.parametrize("failing", REPORT_FILES)
@@ -480,9 +480,11 @@ def test_interrupt_stops_workers_and_writes_no_report(signum, status, line, tmp_
     before = snapshot(old_report)
     args = ["--methods", "scorecam", "--smooth", "aug_smooth", "--out", old_report]
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        # The Paddle worker hangs, so the run is still going when the signal comes: on an idle
+        # machine the tiny case can finish within the second this test waits after the workers start.
         proc = subprocess.Popen(
             [sys.executable, "-m", "parity", *TINY, *map(str, args)],
-            cwd=REPO_ROOT, env=_env(worker_tmpdir), stdout=stdout, stderr=stderr,
+            cwd=REPO_ROOT, env=_env(worker_tmpdir, PARITY_INJECT_FAULT="paddle:scorecam=hang"), stdout=stdout, stderr=stderr,
         )
         try:
             deadline = time.monotonic() + 120
