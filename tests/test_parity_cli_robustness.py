@@ -482,9 +482,13 @@ def test_interrupt_stops_workers_and_writes_no_report(signum, status, line, tmp_
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
         # The Paddle worker hangs, so the run is still going when the signal comes: on an idle
         # machine the tiny case can finish within the second this test waits after the workers start.
+        # SIGINT back to its default in the child: a shell that runs this suite in the background
+        # (`.ci/run &`, nohup) hands its children SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler, so the Ctrl-C this test sends would never arrive.
         proc = subprocess.Popen(
             [sys.executable, "-m", "parity", *TINY, *map(str, args)],
             cwd=REPO_ROOT, env=_env(worker_tmpdir, PARITY_INJECT_FAULT="paddle:scorecam=hang"), stdout=stdout, stderr=stderr,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 120
