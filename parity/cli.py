@@ -262,19 +262,9 @@ def _replace_all(out: Path, texts: Dict[str, str]) -> None:
 
 def summarize(records: List[Dict]) -> Dict[str, int]:
     """The run's counts; a case whose models' architectures differ, or that fails in float32 only, is neither passed nor failed."""
-    from parity.report import case_status
+    from parity.report import case_counts
 
-    statuses = [case_status(r) for r in records]
-    return {
-        "cases": len(records),
-        "passed": statuses.count("passed"),
-        "failed": statuses.count("failed"),
-        "errors": statuses.count("error"),
-        "architecture_differs": statuses.count("architectures differ"),
-        "float32_only": statuses.count("float32 only"),
-        "overlays_identical": sum(r["overlay_identical_fraction"] == 1.0 and status in ("passed", "failed")
-                                  for r, status in zip(records, statuses)),
-    }
+    return case_counts({"cases": records})
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> int:

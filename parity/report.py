@@ -46,6 +46,7 @@ __all__ = [
     "summary_line",
     "verdict_line",
     "case_status",
+    "case_counts",
     "write_report",
     "ensure_diff_images",
     "sibling_reports",
@@ -560,7 +561,8 @@ def _in_order(values: Iterable[str], order: Iterable[str]) -> List[str]:
     return sorted(values, key=lambda v: (rank.get(v, len(rank)), values.index(v)))
 
 
-def _counts(results: Mapping) -> Dict[str, int]:
+def case_counts(results: Mapping) -> Dict[str, int]:
+    """The run's counts by ``case_status``: what ``parity.json``'s summary holds and the verdict line reads."""
     cases = list(results.get("cases") or [])
     statuses = [case_status(c) for c in cases]
     return {
@@ -584,7 +586,7 @@ def summary_line(results: Mapping) -> str:
     Cases whose architectures differ, and float32 cases whose float64 rerun passed, are left
     out of both counts and named on their own.
     """
-    n = _counts(results)
+    n = case_counts(results)
     counted = n["cases"] - n["architecture_differs"] - n["float32_only"]
     line = f"**{n['passed']}/{counted} cases passed**"
     if n["architecture_differs"]:
@@ -596,7 +598,7 @@ def summary_line(results: Mapping) -> str:
 
 def verdict_line(results: Mapping) -> str:
     """The first line a reviewer reads: ``✅ **PASS** · 32/32 cases passed · ...``."""
-    n = _counts(results)
+    n = case_counts(results)
     if n["failed"] or n["errors"]:
         verdict = "❌ **FAIL**"
     elif n["passed"]:
