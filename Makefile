@@ -37,7 +37,7 @@ fixtures: install
 	$(PYTHON) -m tools.fixtures
 
 weights: install
-	$(PYTHON) -c "from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights; ensure_paddle_weights(ensure_default_weights())"
+	$(PYTHON) -c "from parity.weights import ensure_default_weights, ensure_paddle_weights; ensure_paddle_weights(ensure_default_weights())"
 
 # --dist loadgroup: the tests that read one shared parity run stay on one xdist worker.
 test: fixtures weights

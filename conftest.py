@@ -54,7 +54,7 @@ def reference_image() -> Path:
 @pytest.fixture(scope="session")
 def weights_pair(shared_dir):
     """(torch .pth, paddle .pdparams, content identity) of the default seeded ResNet50."""
-    from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights, weights_identity
+    from parity.weights import ensure_default_weights, ensure_paddle_weights, weights_identity
 
     with file_lock(shared_dir / "weights.lock"):
         torch_path = ensure_default_weights()
@@ -72,7 +72,7 @@ def run_shared_matrix(shared_dir: Path, name: str, weights_pair, reference_image
     """
     import json
 
-    from paddle_impl.weights import sha256_of
+    from parity.weights import sha256_of
     from parity.cache import ResultCache
     from parity.config import make_config
     from parity.runner import run_matrix

@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore", message="No ccache found", category=UserWarnin
 from paddle_impl import locations  # noqa: E402
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
 from paddle_impl.layer_paths import parse_layer_paths  # noqa: E402
-from paddle_impl.model_zoo import arch, arch_names  # noqa: E402
+from parity.model_zoo import arch, arch_names  # noqa: E402
 from parity.registry import METHODS  # noqa: E402
 
 __all__ = ["PROG", "DEFAULT_IMAGE", "build_parser", "main"]
@@ -186,7 +186,7 @@ def _image_path(given: Optional[str]) -> Path:
 
 
 def _paddle_weights(spec: str, arch: str) -> Path:
-    from paddle_impl.weights import ensure_paddle_weights, resolve_weights
+    from parity.weights import ensure_paddle_weights, resolve_weights
 
     try:
         return ensure_paddle_weights(resolve_weights(spec, arch=arch), arch=arch)
@@ -246,7 +246,7 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
         if note:
             print(f"{prog}: note: {image_path}: {note}", file=sys.stderr)
 
-        from paddle_impl.weights import build_paddle_model, load_paddle_state_dict
+        from parity.weights import build_paddle_model, load_paddle_state_dict
 
         state = load_paddle_state_dict(_paddle_weights(args.weights, args.model))
         output_dir = Path(args.output_dir)

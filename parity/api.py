@@ -177,7 +177,7 @@ def compare_models(
 
         def diagnose_layers(case: Case, torch_out: JobOutcome, case_input: np.ndarray) -> Dict:
             if not diagnosis:
-                from paddle_impl.weight_transfer import diagnose_first_divergence
+                from parity.weight_transfer import diagnose_first_divergence
                 from parity.compare import stage_bounds
 
                 found = diagnose_first_divergence(torch_model, paddle_model, case_input,

@@ -323,7 +323,7 @@ _method_list = _csv_choices(["all", "seed", *METHODS], "method")
 
 
 def _model_list(text: str) -> List[str]:
-    from paddle_impl.model_zoo import arch_names
+    from parity.model_zoo import arch_names
 
     return _csv_choices(arch_names(), "model")(text)
 
@@ -409,13 +409,13 @@ def _resolve_path(text: str) -> Path:
 def _ensure_weights(model: str) -> Tuple[Path, Path]:
     """The seeded torch weights of ``model`` and their Paddle conversion; made in a child process if
     missing, so that this process never imports torch or paddle."""
-    from paddle_impl.weights import DEFAULT_WEIGHTS_DIR, converted_path
-    from paddle_impl.model_zoo import arch
+    from parity.weights import DEFAULT_WEIGHTS_DIR, converted_path
+    from parity.model_zoo import arch
 
     torch_path = DEFAULT_WEIGHTS_DIR / arch(model).default_weights_name
     if not (torch_path.exists() and converted_path(torch_path, DEFAULT_WEIGHTS_DIR, model).exists()):
         print(f"bench: making the seeded {model} weights and their Paddle conversion (once) ...", file=sys.stderr)
-        code = ("import sys; from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights; "
+        code = ("import sys; from parity.weights import ensure_default_weights, ensure_paddle_weights; "
                 "a = sys.argv[1]; ensure_paddle_weights(ensure_default_weights(arch=a), arch=a)")
         subprocess.run([sys.executable, "-c", code, model], check=True, env=worker_environment(1), stdin=subprocess.DEVNULL)
     return torch_path, converted_path(torch_path, DEFAULT_WEIGHTS_DIR, model)

@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message="No ccache found", category=UserWarnin
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
 from paddle_impl.locations import data_root, default_image  # noqa: E402
-from paddle_impl.model_zoo import arch_names  # noqa: E402
+from parity.model_zoo import arch_names  # noqa: E402
 from parity.config import DEFAULT_THREADS  # noqa: E402
 from parity.registry import METHODS, PROFILES, SMOOTH_MODES, Setup, resolve_methods  # noqa: E402
 
@@ -192,7 +192,7 @@ def _check_writable(out: Path) -> None:
 
 def _resolve_image(spec: Optional[str]):
     from paddle_impl.image_io import load_rgb_image
-    from paddle_impl.weights import sha256_of
+    from parity.weights import sha256_of
 
     fallback = False
     if spec is None:
@@ -320,8 +320,8 @@ def _setup_transform(args):
 
 def _prepare_weights(args, models: List[str]):
     """Each model's weights pair and identity; the models whose paddle.vision twin differs, and why."""
-    from paddle_impl.weight_transfer import ArchitecturesDiffer
-    from paddle_impl.weights import ensure_paddle_weights, resolve_weights, sha256_of, weights_identity
+    from parity.weight_transfer import ArchitecturesDiffer
+    from parity.weights import ensure_paddle_weights, resolve_weights, sha256_of, weights_identity
 
     if args.weights != "default" and len(models) > 1:
         raise UserError(f"--weights {args.weights} names one model's weights, but this run uses {len(models)} models "

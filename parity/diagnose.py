@@ -4,7 +4,7 @@ A stage says *that* the two models part; this says *where*.  Both models of
 the case's setup are built in one process (``python -m parity.diagnose
 JOB.json``), run once on the case's own input with a hook on every layer,
 and the first pair of layers whose outputs differ beyond the logits stage's
-bound is named (``paddle_impl.weight_transfer.diagnose_first_divergence``:
+bound is named (``parity.weight_transfer.diagnose_first_divergence``:
 layer path on each side, shapes, max|Δ|, and whether the weights or the
 layer itself differ).  It runs only for cases that fail at those two stages,
 and once per setup: every method of a setup shares its models.
@@ -56,8 +56,8 @@ def _run(work: Path) -> Dict:
     import paddle
     import torch
 
-    from paddle_impl.weight_transfer import diagnose_first_divergence
-    from paddle_impl.weights import build_paddle_model, build_torch_model, load_paddle_state_dict, load_torch_state_dict
+    from parity.weight_transfer import diagnose_first_divergence
+    from parity.weights import build_paddle_model, build_torch_model, load_paddle_state_dict, load_torch_state_dict
 
     job = WorkerJob.from_json((work / "job.json").read_text())
     rtol = json.loads((work / "settings.json").read_text())["rtol"]

@@ -77,7 +77,7 @@ def _worker(job: Dict) -> Dict:
         from pytorch_grad_cam.utils.image import preprocess_image
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-        from paddle_impl.weights import build_torch_model, load_torch_state_dict
+        from parity.weights import build_torch_model, load_torch_state_dict
 
         torch.set_num_threads(job["threads"])
         model = build_torch_model(job["model"], load_torch_state_dict(Path(job["torch_weights"])))
@@ -92,7 +92,7 @@ def _worker(job: Dict) -> Dict:
         from paddle_impl.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
         from paddle_impl.utils.image import preprocess_image
         from paddle_impl.utils.model_targets import ClassifierOutputSoftmaxTarget
-        from paddle_impl.weights import build_paddle_model, load_paddle_state_dict
+        from parity.weights import build_paddle_model, load_paddle_state_dict
 
         paddle.base.core.set_num_threads(job["threads"])
         model = build_paddle_model(job["model"], load_paddle_state_dict(Path(job["paddle_weights"])))
@@ -273,8 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args, argv) -> int:
     from paddle_impl.atomic import write_text
     from paddle_impl.image_io import load_rgb_image
-    from paddle_impl.model_zoo import arch
-    from paddle_impl.weights import ensure_paddle_weights, resolve_weights
+    from parity.model_zoo import arch
+    from parity.weights import ensure_paddle_weights, resolve_weights
     from parity.provenance import base_provenance
 
     images = [Path(p.strip()) for p in args.images.split(",")] if args.images else default_images()

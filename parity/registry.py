@@ -4,7 +4,7 @@ Everything that enumerates methods reads this file: ``cam.py``'s choices, the
 parity matrix and its pytest ids (``gradcam-aug_smooth``), the report rows and
 the benchmarks.  Adding a method is one ``MethodSpec`` here plus its port;
 how the worker builds and calls it is its ``recipe`` (``parity.recipes``).
-Models come from the model zoo (``paddle_impl.model_zoo``); a ``Setup`` says
+Models come from the model zoo (``parity.model_zoo``); a ``Setup`` says
 which model, layers, input size, batch and target a case runs on, and a
 ``Profile`` says which setups each method gets.
 
@@ -234,7 +234,7 @@ class Setup:
         """(torch, paddle) layer expressions, the architecture's default pair where empty."""
         if self.torch_layers and self.paddle_layers:
             return self.torch_layers, self.paddle_layers
-        from paddle_impl.model_zoo import arch
+        from parity.model_zoo import arch
 
         default_torch, default_paddle = arch(self.model).parity_target_layers
         return self.torch_layers or default_torch, self.paddle_layers or self.torch_layers or default_paddle
@@ -290,7 +290,7 @@ _TINY_HEAVY = Setup(torch_layers="layer2", paddle_layers="layer2", size=(32, 32)
 
 
 def _zoo_setups(spec: MethodSpec) -> List[Setup]:
-    from paddle_impl.model_zoo import arch_names
+    from parity.model_zoo import arch_names
 
     size = (64, 64) if spec.reruns_network_per_channel else None
     return [Setup(name=model, model=model, size=size, cost_scale=_pixels_scale(size)) for model in arch_names()]

@@ -141,7 +141,7 @@ class _TorchSide:
         from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image, show_factorization_on_image
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        from paddle_impl.weights import build_torch_model, load_torch_state_dict
+        from parity.weights import build_torch_model, load_torch_state_dict
 
         self.torch = torch
         self.library = pytorch_grad_cam
@@ -170,7 +170,7 @@ class _PaddleSide:
         import paddle_impl
         from paddle_impl.utils.image import preprocess_image, show_cam_on_image, show_factorization_on_image
         from paddle_impl.utils.model_targets import ClassifierOutputTarget
-        from paddle_impl.weights import build_paddle_model, load_paddle_state_dict
+        from parity.weights import build_paddle_model, load_paddle_state_dict
 
         self.library = paddle_impl
         self.preprocess_image = preprocess_image

@@ -24,7 +24,7 @@ def _stages(cam_class, model, input_tensor, to_numpy, layer):
 
 @pytest.fixture(scope="module")
 def models(weights_pair):
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
 
     torch_path, paddle_path, _ = weights_pair
     x = np.random.RandomState(0).randn(1, 3, 96, 96).astype(np.float32)

@@ -143,7 +143,7 @@ def test_a_corrupted_batch_norm_is_named_exactly(tmp_path):
 @pytest.mark.timeout(600)
 def test_the_runner_names_a_corrupted_batch_norm_of_a_zoo_model(tmp_path, reference_image):
     """Through python -m parity's runner: resnet18 whose Paddle copy has one running variance scaled."""
-    from paddle_impl.weights import (
+    from parity.weights import (
         ensure_default_weights, ensure_paddle_weights, load_paddle_state_dict, sha256_of, weights_identity,
     )
     from parity.cache import ResultCache

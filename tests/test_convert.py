@@ -1,4 +1,4 @@
-"""``python -m paddle_impl.convert``: a faithful transfer, and one-line refusals that write nothing."""
+"""``python -m parity.convert``: a faithful transfer, and one-line refusals that write nothing."""
 from __future__ import annotations
 
 import os
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddle_impl.convert import main
+from parity.convert import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROG = "python -m paddle_impl.convert"
+PROG = "python -m parity.convert"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 def run_convert(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "paddle_impl.convert", *map(str, args)],
+        [sys.executable, "-m", "parity.convert", *map(str, args)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -99,7 +99,7 @@ def converted(tmp_path_factory, checkpoint):
 
 
 def test_cli_converts_and_reports(converted, torch_state):
-    from paddle_impl.weights import sha256_of
+    from parity.weights import sha256_of
 
     result, out = converted
     assert result.returncode == 0, result.stderr
@@ -111,7 +111,7 @@ def test_cli_converts_and_reports(converted, torch_state):
 
 
 def test_keys_renamed_fc_transposed_num_batches_tracked_dropped(converted, torch_state):
-    from paddle_impl.weights import load_paddle_state_dict
+    from parity.weights import load_paddle_state_dict
 
     _, out = converted
     state = load_paddle_state_dict(out)
@@ -129,7 +129,7 @@ def test_logits_match_torch(converted, torch_state, dtype, rtol):
     import paddle
     import torch
 
-    from paddle_impl.weights import load_paddle_state_dict, paddle_resnet50, torch_resnet50
+    from parity.weights import load_paddle_state_dict, paddle_resnet50, torch_resnet50
 
     _, out = converted
     x = np.random.default_rng(0).standard_normal((1, 3, 112, 112)).astype(dtype)
@@ -276,7 +276,7 @@ def resnet18_checkpoint(tmp_path_factory) -> Path:
     """Seeded torchvision ResNet18 with randomised batch-norm statistics, made here."""
     import torch
 
-    from paddle_impl.weights import seeded_torch_state
+    from parity.weights import seeded_torch_state
 
     path = tmp_path_factory.mktemp("ckpt18") / "resnet18.pth"
     torch.save(seeded_torch_state("resnet18", seed=0, randomize_batch_norm=True), path)
@@ -284,7 +284,7 @@ def resnet18_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_cli_arch_converts_and_verifies(resnet18_checkpoint, tmp_path):
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict, sha256_of
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict, sha256_of
 
     out = tmp_path / "resnet18.pdparams"
     result = run_convert("--arch", "resnet18", resnet18_checkpoint, out)
@@ -301,7 +301,7 @@ def test_cli_arch_converts_and_verifies(resnet18_checkpoint, tmp_path):
 def test_cli_arch_execution_order_in_process(tmp_path, capsys):
     import torch
 
-    from paddle_impl.weights import load_paddle_state_dict, seeded_torch_state
+    from parity.weights import load_paddle_state_dict, seeded_torch_state
 
     source = tmp_path / "shufflenet.pth"
     torch.save(seeded_torch_state("shufflenet_v2_x1_0", seed=0, randomize_batch_norm=True), source)
@@ -348,7 +348,7 @@ def test_cli_unknown_arch(resnet18_checkpoint, tmp_path, capsys):
 def test_cli_architectures_differ_is_refused(tmp_path, capsys):
     import torch
 
-    from paddle_impl.weights import seeded_torch_state
+    from parity.weights import seeded_torch_state
 
     source = tmp_path / "squeezenet.pth"
     torch.save(seeded_torch_state("squeezenet1_1", seed=0), source)
@@ -358,7 +358,7 @@ def test_cli_architectures_differ_is_refused(tmp_path, capsys):
 
 
 def test_cli_corrupted_checkpoint_cannot_be_verified(resnet18_checkpoint, tmp_path, capsys):
-    from paddle_impl.weights import load_torch_state_dict
+    from parity.weights import load_torch_state_dict
 
     import torch
 
@@ -371,7 +371,7 @@ def test_cli_corrupted_checkpoint_cannot_be_verified(resnet18_checkpoint, tmp_pa
 
 
 def test_cli_help_lists_the_architectures(capsys):
-    from paddle_impl.model_zoo import ARCHS
+    from parity.model_zoo import ARCHS
 
     with pytest.raises(SystemExit) as info:
         main(["--help"])

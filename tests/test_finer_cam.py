@@ -34,7 +34,7 @@ CAM_BOUNDS = {
 
 @pytest.fixture(scope="module")
 def setting(weights_pair, reference_image):
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict
 
     torch_path, paddle_path, _ = weights_pair
     states = (load_torch_state_dict(torch_path), load_paddle_state_dict(paddle_path))
@@ -45,7 +45,7 @@ def setting(weights_pair, reference_image):
     models = {}
 
     def pair(dtype: str):
-        from paddle_impl.weights import paddle_resnet50, torch_resnet50
+        from parity.weights import paddle_resnet50, torch_resnet50
 
         if dtype not in models:
             models[dtype] = (torch_resnet50(states[0], dtype), paddle_resnet50(states[1], dtype))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 def test_an_ill_conditioned_float32_case_is_explained_by_its_float64_rerun(tmp_path, reference_image):
     """The seeded ShuffleNet's score moves by ~1e-7 when one conv5 channel is ablated (y = 0.031): AblationCAM's
     weights (y - y_k)/y are then a few float32 ulps of y, and float32 cannot tell the two sides apart."""
-    from paddle_impl.weights import ensure_default_weights, ensure_paddle_weights, sha256_of, weights_identity
+    from parity.weights import ensure_default_weights, ensure_paddle_weights, sha256_of, weights_identity
 
     arch = "shufflenet_v2_x1_0"
     torch_path = ensure_default_weights(arch=arch)

@@ -16,7 +16,7 @@ from paddle_impl.layer_paths import (
     resolve_layer,
     resolve_layers,
 )
-from paddle_impl.model_zoo import ARCHS
+from parity.model_zoo import ARCHS
 
 pytestmark = pytest.mark.timeout(120)
 

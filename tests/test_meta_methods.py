@@ -40,7 +40,7 @@ def _pinned_threads(one_thread):
 
 @pytest.fixture(scope="module")
 def models(weights_pair):
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
 
     torch_path, paddle_path, _ = weights_pair
     torch_state, paddle_state = load_torch_state_dict(torch_path), load_paddle_state_dict(paddle_path)

@@ -164,7 +164,7 @@ class Sides:
 
     def __init__(self, weights_pair, reference_image, size: int, trained_like_batchnorms: bool = False) -> None:
         from parity.worker import IMAGENET_MEAN, IMAGENET_STD, load_input_image
-        from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict
+        from parity.weights import load_paddle_state_dict, load_torch_state_dict
 
         torch.set_num_threads(1)
         paddle.base.core.set_num_threads(1)
@@ -185,7 +185,7 @@ class Sides:
             from pytorch_grad_cam.utils.image import preprocess_image as torch_preprocess
 
             from paddle_impl.utils.image import preprocess_image as paddle_preprocess
-            from paddle_impl.weights import paddle_resnet50, torch_resnet50
+            from parity.weights import paddle_resnet50, torch_resnet50
 
             self._models[dtype] = (
                 torch_resnet50(self.torch_state, dtype),

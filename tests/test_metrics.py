@@ -78,7 +78,7 @@ SCALE_OF = {"logit": "logit", "softmax": "probability"}
 @pytest.fixture(scope="module")
 def setting(weights_pair, reference_image):
     """Input batch, fixed CAMs, top classes, and a model pair per dtype (built on first use)."""
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict
 
     torch_path, paddle_path, _ = weights_pair
     states = (load_torch_state_dict(torch_path), load_paddle_state_dict(paddle_path))
@@ -89,7 +89,7 @@ def setting(weights_pair, reference_image):
     models: Dict[str, Tuple[torch.nn.Module, paddle.nn.Layer]] = {}
 
     def model_pair(dtype: str):
-        from paddle_impl.weights import paddle_resnet50, torch_resnet50
+        from parity.weights import paddle_resnet50, torch_resnet50
 
         if dtype not in models:
             models[dtype] = (torch_resnet50(states[0], dtype), paddle_resnet50(states[1], dtype))

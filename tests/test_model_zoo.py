@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from paddle_impl.errors import UserError
-from paddle_impl.model_zoo import ARCHS, DEFAULT_ARCH, TRANSFER_RULES, arch, arch_names, missing_builders
-from paddle_impl.weight_transfer import transfer_state_dict, verification_input
-from paddle_impl.weights import (
+from parity.model_zoo import ARCHS, DEFAULT_ARCH, TRANSFER_RULES, arch, arch_names, missing_builders
+from parity.weight_transfer import transfer_state_dict, verification_input
+from parity.weights import (
     DEFAULT_WEIGHTS_DIR,
     build_paddle_model,
     build_torch_model,

@@ -353,7 +353,7 @@ def test_checkout_is_recognised():
     assert locations.default_image() == REPO_ROOT / "fixtures" / "both.png"
     assert locations.weights_dir() == REPO_ROOT / "fixtures" / "weights"
     assert locations.cache_dir() == REPO_ROOT / "fixtures" / "cache" / "torch"
-    from paddle_impl.weights import DEFAULT_WEIGHTS_DIR
+    from parity.weights import DEFAULT_WEIGHTS_DIR
 
     assert DEFAULT_WEIGHTS_DIR == locations.weights_dir()
 

@@ -342,7 +342,7 @@ WEIGHTS_CASES = {
 
 @pytest.mark.parametrize("kind", list(WEIGHTS_CASES))
 def test_bad_weights_are_refused_in_one_line(kind, bad_weights, old_report):
-    from paddle_impl.weights import DEFAULT_WEIGHTS_DIR
+    from parity.weights import DEFAULT_WEIGHTS_DIR
 
     path = bad_weights[kind]
     converted = DEFAULT_WEIGHTS_DIR / "converted"

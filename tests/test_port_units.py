@@ -100,7 +100,7 @@ def test_guided_backprop_matches_upstream(weights_pair):
     from pytorch_grad_cam import GuidedBackpropReLUModel as TorchGB
 
     from paddle_impl import GuidedBackpropReLUModel
-    from paddle_impl.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
+    from parity.weights import load_paddle_state_dict, load_torch_state_dict, paddle_resnet50, torch_resnet50
 
     torch_path, paddle_path, _ = weights_pair
     x = np.random.RandomState(6).randn(1, 3, 64, 64)
@@ -115,7 +115,7 @@ def test_guided_backprop_matches_upstream(weights_pair):
 
 def test_gradient_methods_leave_parameter_gradients_alone(weights_pair):
     from paddle_impl import GradCAM
-    from paddle_impl.weights import load_paddle_state_dict, paddle_resnet50
+    from parity.weights import load_paddle_state_dict, paddle_resnet50
 
     pm = paddle_resnet50(load_paddle_state_dict(weights_pair[1]))
     x = paddle.to_tensor(np.random.RandomState(7).randn(1, 3, 64, 64).astype(np.float32))

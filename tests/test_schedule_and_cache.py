@@ -192,7 +192,7 @@ def _reuse(records) -> dict:
 
 
 def _run_subset(tmp_path, name, weights_pair, reference_image, cache_dir=None, **kwargs):
-    from paddle_impl.weights import sha256_of
+    from parity.weights import sha256_of
 
     torch_weights, paddle_weights, identity = weights_pair
     config = _config(

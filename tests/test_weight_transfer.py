@@ -13,10 +13,10 @@ import paddle
 import pytest
 import torch
 
-from paddle_impl import weight_transfer
+from parity import weight_transfer
 from paddle_impl.errors import UserError
-from paddle_impl.model_zoo import ARCHS
-from paddle_impl.weight_transfer import (
+from parity.model_zoo import ARCHS
+from parity.weight_transfer import (
     VERIFY_RTOL,
     ArchitecturesDiffer,
     TransferError,
@@ -29,7 +29,7 @@ from paddle_impl.weight_transfer import (
     verification_input,
     verify_transfer,
 )
-from paddle_impl.weights import build_paddle_model, build_torch_model, seeded_torch_state
+from parity.weights import build_paddle_model, build_torch_model, seeded_torch_state
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from paddle_impl.weights import ensure_default_weights, sha256_of, state_dict_identity, weights_identity
+from parity.weights import ensure_default_weights, sha256_of, state_dict_identity, weights_identity
 
 
 def test_default_weights_made_twice_in_two_places_are_one_identity(tmp_path, weights_pair):
@@ -31,7 +31,7 @@ def test_same_tensors_saved_differently_keep_their_identity(tmp_path):
     torch.save(dict(reversed(list(state.items()))), tmp_path / "b.pth", _use_new_zipfile_serialization=False)
     assert sha256_of(tmp_path / "a.pth") != sha256_of(tmp_path / "b.pth")
 
-    from paddle_impl.weights import load_torch_state_dict
+    from parity.weights import load_torch_state_dict
 
     a, b = (state_dict_identity(load_torch_state_dict(tmp_path / name)) for name in ("a.pth", "b.pth"))
     assert a == b

@@ -45,7 +45,7 @@ __all__ = [
 
 from paddle_impl import locations  # noqa: E402
 from paddle_impl.locations import fallback_image  # noqa: E402  (kept importable from here)
-from paddle_impl.weights import sha256_of  # noqa: E402  (one sha256 helper for fixtures and weights)
+from parity.weights import sha256_of  # noqa: E402  (one sha256 helper for fixtures and weights)
 
 # The checkout when paddle_impl runs from one (always, for `make fixtures`); with an
 # installed paddle_impl the image goes where the installed commands look for it.

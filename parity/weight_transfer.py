@@ -4,7 +4,7 @@ Three things live here:
 
 * the **transfer plan** of an architecture (:func:`transfer_plan`): which
   torch tensor becomes which Paddle tensor, by the registry's rule
-  (``name`` or ``execution_order``, see :mod:`paddle_impl.model_zoo`), and
+  (``name`` or ``execution_order``, see :mod:`parity.model_zoo`), and
   which Paddle tensors are Linear weights to transpose -- found by layer type
   (``paddle.nn.Linear``), cross-checked against ``torch.nn.Linear``, never
   guessed from a name;
@@ -371,7 +371,7 @@ def _plan_for(spec: Any, torch_model: Any, paddle_model: Any) -> TransferPlan:
 @functools.lru_cache(maxsize=None)
 def transfer_plan(arch_name: str) -> TransferPlan:
     """The (cached) transfer plan of a registry architecture, built from fresh models of both frameworks."""
-    from paddle_impl.model_zoo import arch
+    from parity.model_zoo import arch
 
     spec = arch(arch_name)
     return _plan_for(spec, spec.new_torch_model(), spec.new_paddle_model())
@@ -522,7 +522,7 @@ def verify_transfer(
     rtol: float = VERIFY_RTOL,
 ) -> TransferCheck:
     """Forward-verify a transfer: both models (float32, eval) on ``x`` (default :func:`verification_input`)."""
-    from paddle_impl.weights import build_paddle_model, build_torch_model
+    from parity.weights import build_paddle_model, build_torch_model
 
     x = verification_input() if x is None else np.asarray(x, dtype=np.float32)
     torch_model = build_torch_model(arch_name, torch_state, "float32")

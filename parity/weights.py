@@ -1,6 +1,6 @@
 """Model weights: where they come from, how they are checked, and the torchvision -> Paddle transfer.
 
-Every architecture of the model zoo (:mod:`paddle_impl.model_zoo`) is
+Every architecture of the model zoo (:mod:`parity.model_zoo`) is
 supported; ResNet50 is the default everywhere (``arch="resnet50"``), and the
 ResNet50-named helpers (``torch_resnet50``, ``paddle_resnet50``...) are kept
 for the code that calls them.
@@ -14,7 +14,7 @@ Sources (``--weights``):
 
 ``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that
 asks for anything beyond tensors and containers is refused before it can run.
-A conversion to Paddle (:mod:`paddle_impl.weight_transfer`) checks every key
+A conversion to Paddle (:mod:`parity.weight_transfer`) checks every key
 and shape and is accepted only after a forward pass shows both models give
 the same logits; it is cached under ``fixtures/weights/converted/`` by the
 source's sha256 and the architecture.
@@ -30,10 +30,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from paddle_impl import locations, model_zoo
+from paddle_impl import locations
+from parity import model_zoo
 from paddle_impl.atomic import atomic_path, write_text
 from paddle_impl.errors import UserError, check_readable_file
-from paddle_impl.model_zoo import DEFAULT_ARCH
+from parity.model_zoo import DEFAULT_ARCH
 
 __all__ = [
     "DEFAULT_WEIGHTS_DIR",
@@ -142,14 +143,14 @@ def torch_to_paddle_state_dict(
 ) -> Dict[str, np.ndarray]:
     """Rename, pair and transpose a torchvision state dict for ``paddle.vision.models.{arch}``.
 
-    The architecture's rule (:mod:`paddle_impl.model_zoo`) maps the names;
+    The architecture's rule (:mod:`parity.model_zoo`) maps the names;
     ``num_batches_tracked`` is dropped and Linear weights, found by layer
     type, are transposed (Paddle's Linear stores (in, out)).  Every key and
     shape is checked on both sides (and against ``paddle_shapes`` when given);
     any mismatch is refused with the names of the offending keys.  No forward
     check: :func:`convert_file` and :func:`ensure_paddle_weights` add that.
     """
-    from paddle_impl.weight_transfer import transfer_state_dict
+    from parity.weight_transfer import transfer_state_dict
 
     converted = transfer_state_dict(torch_state, arch)
     if paddle_shapes is not None:
@@ -312,7 +313,7 @@ def convert_file(torch_path: Path, paddle_path: Path, arch: str = DEFAULT_ARCH) 
 def _convert(torch_state: Mapping[str, np.ndarray], paddle_path: Path, arch: str = DEFAULT_ARCH):
     import paddle
 
-    from paddle_impl.weight_transfer import convert_state_dict
+    from parity.weight_transfer import convert_state_dict
 
     converted, check = convert_state_dict(torch_state, arch, verify=True)
     return _write_with_sha(paddle_path, lambda tmp: paddle.save(converted, str(tmp))), check

@@ -1,9 +1,9 @@
 """Convert a torchvision state dict (``.pth``) into Paddle's ``.pdparams`` for a model-zoo architecture.
 
-    python -m paddle_impl.convert [--arch NAME] IN.pth OUT.pdparams [--debug]
+    python -m parity.convert [--arch NAME] IN.pth OUT.pdparams [--debug]
 
 ``--arch`` defaults to ``resnet50``.  The transfer follows the architecture's
-rule in :mod:`paddle_impl.model_zoo`: batch-norm renames (``running_mean`` ->
+rule in :mod:`parity.model_zoo`: batch-norm renames (``running_mean`` ->
 ``_mean``, ``running_var`` -> ``_variance``, ``num_batches_tracked`` dropped)
 and, where paddle.vision names its layers differently, pairing by execution
 order; Linear weights (found by layer type) are transposed.  Every key and
@@ -26,9 +26,9 @@ from typing import List, Optional
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
-from paddle_impl.model_zoo import ARCHS, DEFAULT_ARCH  # noqa: E402
+from parity.model_zoo import ARCHS, DEFAULT_ARCH  # noqa: E402
 
-PROG = "python -m paddle_impl.convert"
+PROG = "python -m parity.convert"
 
 __all__ = ["main", "build_parser"]
 
@@ -74,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with cli_errors(PROG, debug=args.debug):
         if args.arch not in ARCHS:
             raise UserError(f"unknown --arch {args.arch!r} (choose from: {', '.join(ARCHS)})")
-        from paddle_impl.weights import convert_file_checked, load_paddle_state_dict, sha256_of
+        from parity.weights import convert_file_checked, load_paddle_state_dict, sha256_of
 
         source, target = Path(args.input), Path(args.output)
         if target.exists() and target.is_dir():

@@ -2,7 +2,7 @@
 
 Each :class:`ArchSpec` says how to build the torchvision model and its
 ``paddle.vision.models`` counterpart, how a torchvision state dict becomes a
-Paddle one (:mod:`paddle_impl.weight_transfer` does it), and upstream's
+Paddle one (:mod:`parity.weight_transfer` does it), and upstream's
 conventional target layer as an expression on each framework's model
 (resolved by :mod:`paddle_impl.layer_paths`; the two models name their
 sub-layers differently).
