@@ -1,7 +1,7 @@
 """``DIR/parity.html``: the reviewer report as one self-contained HTML file.
 
 For reviewers who open the report from a CI artifact or a mail rather than on
-GitHub: the same document as ``parity.md`` (``parity.report.render_markdown``),
+GitHub: the same document as ``parity.md`` (``parity.report_markdown.render_markdown``),
 turned into HTML with a GFM renderer (markdown-it-py with its table plugin),
 every picture embedded as a ``data:`` URI and a small stylesheet of its own
 inlined, so the file needs nothing beside it: no network, no other file.
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from parity.report import HTML_NAME, REPORT_NAME, SUMMARY_NAME, TITLE, render_markdown
+from parity.report_format import HTML_NAME, REPORT_NAME, SUMMARY_NAME, TITLE
+from parity.report_markdown import render_markdown
 
 __all__ = ["render_html", "markdown_to_html", "STYLE"]
 

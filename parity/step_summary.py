@@ -11,12 +11,18 @@ section that does not fit is cut between rows or cases, and says so.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
-from parity import report as _r
+from parity.report_cases import _case_id, _ordered_cases
+from parity.report_format import _fenced, _Links
+from parity.report_provenance import _fallback_lines, _provenance_lines
+from parity.report_tables import _architecture_lines, _matrix_lines, _metrics_lines, _not_passing_lines
+from parity.report_markdown import _title
+from parity.report_verdict import _EMOJI, case_status, verdict_line
 
 __all__ = ["render_step_summary", "DEFAULT_MAX_BYTES", "main"]
 
@@ -44,17 +50,17 @@ def _table_blocks(lines: Sequence[str]) -> List[Block]:
 
 
 def _failure_blocks(cases: Sequence[Mapping]) -> List[Block]:
-    bad = [c for c in cases if _r.case_status(c) in ("failed", "error", "float32 only")]
+    bad = [c for c in cases if case_status(c) in ("failed", "error", "float32 only")]
     if not bad:
         return []
     blocks: List[Block] = [["## Failures and errors", ""]]
     for case in bad:
-        status = _r.case_status(case)
+        status = case_status(case)
         text = str((case.get("error") if status == "error" else case.get("message")) or "(no message)")
         if len(text) > _MESSAGE_CHARS:
             text = text[:_MESSAGE_CHARS] + f"\n… cut at {_MESSAGE_CHARS} characters (parity_diff.log has it all)"
-        summary = f"{_r._EMOJI[status]} {_r.html.escape(_r._case_id(case))}"
-        blocks.append([f"<details><summary>{summary}</summary>", ""] + _r._fenced(text) + ["", "</details>", ""])
+        summary = f"{_EMOJI[status]} {html.escape(_case_id(case))}"
+        blocks.append([f"<details><summary>{summary}</summary>", ""] + _fenced(text) + ["", "</details>", ""])
     return blocks
 
 
@@ -73,17 +79,17 @@ def render_step_summary(results: Mapping, artifact_url: Optional[str] = None,
     ``artifact_url`` is where the uploaded report can be downloaded (e.g. the
     run's page, ``$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID``).
     """
-    links = _r._Links("none")
-    cases = _r._ordered_cases(results)
-    head: Block = [_r._title(results), "", _r.verdict_line(results), "", _artifact_line(artifact_url), ""]
-    head += _r._fallback_lines(results)
-    head += _r._not_passing_lines(cases, links)
+    links = _Links("none")
+    cases = _ordered_cases(results)
+    head: Block = [_title(results), "", verdict_line(results), "", _artifact_line(artifact_url), ""]
+    head += _fallback_lines(results)
+    head += _not_passing_lines(cases, links)
     sections: List[List[Block]] = [
-        [_r._matrix_lines(cases, links) + [""]],
-        [_r._architecture_lines(cases)] if _r._architecture_lines(cases) else [],
+        [_matrix_lines(cases, links) + [""]],
+        [_architecture_lines(cases)] if _architecture_lines(cases) else [],
         _failure_blocks(cases),
-        [["## Metrics, all cases", ""]] + _table_blocks(_r._metrics_lines(cases, links)) + [[""]],
-        [["## Provenance", ""]] + _table_blocks(_r._provenance_lines(results)[2 + len(_r._fallback_lines(results)):]),
+        [["## Metrics, all cases", ""]] + _table_blocks(_metrics_lines(cases, links)) + [[""]],
+        [["## Provenance", ""]] + _table_blocks(_provenance_lines(results)[2 + len(_fallback_lines(results)):]),
     ]
     out: List[str] = list(head)
     reserve = 400  # room for the note that says what was cut

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from parity import report
+from parity import report, report_pictures
 from parity.report import (
     LEGEND_PATH,
     NB_HYPHEN,
@@ -579,8 +579,8 @@ def test_checks_catch_a_broken_report(tmp_path, monkeypatch):
 
 def test_a_per_picture_scale_is_caught(tmp_path, monkeypatch):
     """Break the shared scale (each picture scaled to its own max) and the comparison of colours fails."""
-    own_max = report._heatmap
-    monkeypatch.setattr(report, "_heatmap", lambda diff, scale: own_max(diff, float(diff[np.isfinite(diff)].max())))
+    own_max = report_pictures._heatmap
+    monkeypatch.setattr(report_pictures, "_heatmap", lambda diff, scale: own_max(diff, float(diff[np.isfinite(diff)].max())))
     results = seed_results()
     write_files(results, tmp_path)
     write_diff_images(results, tmp_path)

@@ -1,0 +1,413 @@
+"""The report's sections as markdown lines: the verdict matrix, the galleries, the metrics, one case."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from urllib.parse import quote
+
+from parity.registry import METHODS, SMOOTH_MODES
+from parity.report_cases import _case_id, _comparable, _files, _in_order, _setups, _short_id
+from parity.report_format import (
+    CASE_WIDTH, GALLERY_WIDTH, LEGEND_WIDTH, _anchor, _breakable, _cell, _code, _drop_empty_columns, _fenced,
+    _heading_anchor, _Images, _int, _Links, _of_bound, _percent_identical, _sci, _secs, _setup_anchor, _shape,
+    _table,
+)
+from parity.report_verdict import _EMOJI, case_status
+
+# How many not-passing cases the first screen names before it points at the metrics table.
+_FIRST_SCREEN_NAMES = 8
+
+
+def _bounds_note(cases: Sequence[Mapping]) -> str:
+    """``bound 1.00e‑04 (ablationcam 5.00e‑04)``: the final-CAM bound, and the methods with another one."""
+    by_bound: Dict[str, List[str]] = {}
+    for case in cases:
+        if case.get("tolerance") is not None:
+            by_bound.setdefault(_sci(case["tolerance"]), []).append(str(case.get("method")))
+    if not by_bound:
+        return ""
+    common = max(by_bound, key=lambda b: len(by_bound[b]))
+    others = [f"{', '.join(dict.fromkeys(methods))} {bound}" for bound, methods in by_bound.items() if bound != common]
+    return f"bound {common}" + (f" ({'; '.join(others)})" if others else "")
+
+
+def _matrix_cell(case: Optional[Mapping], links: _Links) -> str:
+    """``✅ 2.4%`` linked to its case; the space is a no-break space, so the pair never wraps apart."""
+    if case is None:
+        return "·"
+    status = case_status(case)
+    if status == "error":
+        text = "💥\u00a0error"
+    elif status == "architectures differ":
+        text = "🔶\u00a0n/a"
+    else:
+        text = f"{_EMOJI[status]}\u00a0{_of_bound(case)}"
+    return links.case(case, text)
+
+
+def _common_divergence(cases: Sequence[Mapping]) -> Optional[str]:
+    """``squeezenet1_1``'s "architectures differ at `features.0`" when every case of a row says so."""
+    if not cases or not all(case_status(c) == "architectures differ" for c in cases):
+        return None
+    layers = {_json_key(c.get("first_divergent_layer")) for c in cases}
+    if len(layers) != 1:
+        return "🔶 architectures differ"
+    layer = cases[0].get("first_divergent_layer") or {}
+    where = layer.get("torch_path") or layer.get("paddle_path")
+    return "🔶 architectures differ" + (f" at {_code(where)}" if where else "")
+
+
+def _json_key(value) -> str:
+    return repr(sorted(value.items())) if isinstance(value, dict) else repr(value)
+
+
+def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
+    """The verdict matrix: method x smoothing mode for one setup; setup x method for several.
+
+    With several setups and several modes, a cell holds one line per mode (in
+    the order the note under the table names), so the matrix keeps one row
+    per setup and fits the first screen.
+    """
+    if not cases:
+        return ["_No case was run._"]
+    setups = _setups(cases)
+    methods = _in_order([c.get("method") for c in cases], METHODS)
+    smooths = _in_order([c.get("smooth") for c in cases], SMOOTH_MODES)
+    index = {(c.get("setup") or "", c.get("method"), c.get("smooth")): c for c in cases}
+    lines: List[str] = []
+    keys: List[str] = []
+    if len(setups) == 1:
+        setup = setups[0]
+        rows = [[_cell(m)] + [_matrix_cell(index.get((setup, m, s)), links) for s in smooths] for m in methods]
+        lines += _table(["method"] + [_cell(s) for s in smooths], rows)
+    else:
+        rows = []
+        for setup in setups:
+            row_cases = [c for c in cases if (c.get("setup") or "") == setup]
+            label = links.anchor(_setup_anchor(setup), _cell(setup or "(default)"))
+            common = _common_divergence(row_cases)
+            if common:
+                label += f"<br>{common}"
+            cells = ["<br>".join(_matrix_cell(index.get((setup, m, s)), links) for s in smooths) for m in methods]
+            rows.append([label] + cells)
+        lines += _table(["setup"] + [_breakable(m) for m in methods], rows)
+        if len(smooths) > 1:
+            keys.append("one line per smoothing mode: " + ", then ".join(smooths))
+    keys.insert(0, f"{_EMOJI['passed']} passed / {_EMOJI['failed']} failed, and the final CAM's max\\|Δ\\| as a "
+                   f"percentage of its {_bounds_note(cases)}" + ("; a cell links to its case" if links.mode != "none" else ""))
+    statuses = {case_status(c) for c in cases}
+    if "error" in statuses:
+        keys.append("💥 the case did not run to the end")
+    if "architectures differ" in statuses:
+        keys.append("🔶 paddle.vision's architecture differs from torchvision's: the case cannot pass and is "
+                    "not a port failure (not counted)")
+    if "float32 only" in statuses:
+        keys.append("🟡 over its bound in float32, within every float64 bound when rerun: rounding that the "
+                    "method amplifies, not the port (not counted; the case says why)")
+    if any("·" in cell.split("<br>") for row in rows for cell in row):
+        keys.append("· not part of this run")
+    return lines + ["", "Cells: " + " · ".join(keys) + "."]
+
+
+def _not_passing_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
+    bad = [c for c in cases if case_status(c) in ("failed", "error", "float32 only")]
+    if not bad:
+        return []
+    names = []
+    for case in bad[:_FIRST_SCREEN_NAMES]:
+        text = f"{_EMOJI[case_status(case)]} {_code(_case_id(case))}"
+        if case.get("first_divergent_stage"):
+            text += f" (first divergent: {case['first_divergent_stage']})"
+        names.append(links.case(case, text) if links.mode != "none" else text)
+    more = f", and {len(bad) - _FIRST_SCREEN_NAMES} more (see the metrics)" if len(bad) > _FIRST_SCREEN_NAMES else ""
+    return ["Not passing: " + ", ".join(names) + more, ""]
+
+
+def _architecture_lines(cases: Sequence[Mapping]) -> List[str]:
+    """One line per setup (or case) whose architectures differ: where, and the harness's words."""
+    differ = [c for c in cases if case_status(c) == "architectures differ"]
+    if not differ:
+        return []
+    by_setup: Dict[str, List[Mapping]] = {}
+    for case in differ:
+        by_setup.setdefault(case.get("setup") or case.get("model") or "", []).append(case)
+    lines = []
+    for setup, group in by_setup.items():
+        layer = group[0].get("first_divergent_layer") or {}
+        where = ""
+        if layer.get("torch_path") or layer.get("paddle_path"):
+            where = f" at torch {_code(layer.get('torch_path', '?'))} / paddle {_code(layer.get('paddle_path', '?'))}"
+        name = setup or "this run"
+        lines.append(f"- 🔶 **{_cell(name)}**{where} ({len(group)} case{'s' if len(group) != 1 else ''}): "
+                     f"{_cell(group[0]['architecture_differs'])}")
+    return ["Architectures differ (not counted as passed or failed):", ""] + lines + [""]
+
+
+def _siblings_line(siblings: Optional[Mapping[str, str]], out_dir: Optional[Path],
+                   companions: Iterable[str] = ()) -> str:
+    """``**Other reports:** [float64](f64/parity.md) · ...``: files that exist (or are written with this one)."""
+    if not siblings:
+        return ""
+    companions = set(companions)
+    links = []
+    for label, path in siblings.items():
+        if not path:
+            continue
+        if out_dir is not None and path not in companions and not (Path(out_dir) / path).is_file():
+            continue
+        links.append(f"[{_cell(label)}]({quote(str(path), safe='/#+')})")
+    return ("**Other reports:** " + " · ".join(links)) if links else ""
+
+
+def _scale_info(results: Mapping) -> Optional[Mapping]:
+    info = results.get("diff_images")
+    return info if isinstance(info, Mapping) and info.get("cases") else None
+
+
+def _own_scale(case: Mapping, scale: Optional[Mapping]) -> bool:
+    return scale is None or _case_id(case) not in set(scale.get("cases") or ())
+
+
+def _scale_lines(results: Mapping, cases: Sequence[Mapping], img: _Images) -> List[str]:
+    lines = [f"## {_heading_anchor('heatmap-scale')}The \\|Δ\\| heatmaps", ""]
+    scale = _scale_info(results)
+    if scale is None:
+        return lines + [
+            "Each |Δ| heatmap (|Paddle − PyTorch| of the final CAM, INFERNO colours, white where one side "
+            "is NaN) is scaled to **its own maximum**, written under it and beside it: compare the numbers, "
+            "not the brightness.", ""]
+    own = [c for c in cases if _comparable(c) and _own_scale(c, scale)]
+    if not scale.get("scale"):
+        return lines + ["Every CAM pair drawn is identical: every |Δ| heatmap is black and says `identical`.", ""]
+    lines += [
+        f"Every |Δ| heatmap of this report (|Paddle − PyTorch| of the final CAM) uses **one linear scale**: "
+        f"black is 0, the brightest colour is {_sci(scale.get('scale'))} ({_cell(scale.get('rule'))}); "
+        "larger values saturate, white marks a pixel that is NaN on one side only. Each picture's own "
+        "max\\|Δ\\| is the number beside it.", ""]
+    if own:
+        lines += [f"{len(own)} picture(s) could not be redrawn (their CAM files were missing) and keep their own "
+                  "scale; they are marked _own scale_.", ""]
+    if img.exists(scale.get("legend")):
+        lines += [img(scale.get("legend"), "colour scale of every |Δ| heatmap", LEGEND_WIDTH), ""]
+    return lines
+
+
+def _diff_note(case: Mapping, scale: Optional[Mapping]) -> str:
+    text = _sci(case.get("cam_max_abs_diff"))
+    return text + (" (own scale)" if scale is not None and _own_scale(case, scale) else "")
+
+
+def _ablation_lines(by_key: Mapping, setup: str, img: _Images, scale: Optional[Mapping]) -> List[str]:
+    modes = [m for m in SMOOTH_MODES if (setup, "ablationcam", m) in by_key]
+    lines = [f"## {_heading_anchor('ablationcam-across-the-smoothing-modes')}AblationCAM across the smoothing modes", ""]
+    rows: Dict[str, List[str]] = {"Paddle": [], "PyTorch": [], "\\|Δ\\|": [], "max\\|Δ\\|": []}
+    for mode in modes:
+        case = by_key[(setup, "ablationcam", mode)]
+        if case.get("error"):
+            for row in rows.values():
+                row.append("💥 error")
+            continue
+        files = _files(case)
+        rows["Paddle"].append(img(files["paddle_cam_jpg"], f"Paddle ablationcam {mode}", GALLERY_WIDTH))
+        rows["PyTorch"].append(img(files["torch_cam_jpg"], f"PyTorch ablationcam {mode}", GALLERY_WIDTH))
+        rows["\\|Δ\\|"].append(img(files["diff_jpg"], f"absolute difference ablationcam {mode}", GALLERY_WIDTH))
+        rows["max\\|Δ\\|"].append(_diff_note(case, scale))
+    return lines + _table([""] + modes, [[name] + cells for name, cells in rows.items()])
+
+
+def _methods_lines(by_key: Mapping, setup: str, methods: Sequence[str], img: _Images,
+                   scale: Optional[Mapping], links: _Links) -> List[str]:
+    present = [m for m in methods if (setup, m, "no_smooth") in by_key]
+    title = f"The {len(present)} methods, no smoothing" if len(present) != 1 else "The method, no smoothing"
+    lines = [f"## {_heading_anchor('methods-no-smoothing')}{title}", ""]
+    rows = []
+    for method in present:
+        case = by_key[(setup, method, "no_smooth")]
+        label = links.case(case, f"{_EMOJI[case_status(case)]} {_cell(method)}")
+        if case.get("error"):
+            rows.append([label, "💥 error", "💥 error", "💥 error", "—"])
+            continue
+        files = _files(case)
+        rows.append([
+            label,
+            img(files["paddle_cam_jpg"], f"Paddle {method}", GALLERY_WIDTH),
+            img(files["torch_cam_jpg"], f"PyTorch {method}", GALLERY_WIDTH),
+            img(files["diff_jpg"], f"absolute difference {method}", GALLERY_WIDTH),
+            _diff_note(case, scale),
+        ])
+    return lines + _table(["method", "Paddle", "PyTorch", "\\|Δ\\|", "max\\|Δ\\|"], rows)
+
+
+def _seconds_cell(case: Mapping, side: str) -> str:
+    text = _secs(case.get(f"{side}_seconds"))
+    marks = []
+    if (case.get("weights_reused") or {}).get(side):
+        marks.append("r")
+    if side == "torch" and case.get("torch_cached"):
+        marks.append("c")
+    return text + (f"<sup>{','.join(marks)}</sup>" if marks else "")
+
+
+def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
+    """Every case in one table that fits the article; several setups are grouped under a row each."""
+    multi = len(_setups(cases)) > 1
+    header = ["case", "max\\|Δ\\|", "of bound", "pixels identical %", "max grey-level difference (0–255)",
+              "first divergent stage", "paddle s", "torch s"]
+    rows: List[List[str]] = []
+    setup = None
+    for case in cases:
+        if multi and (case.get("setup") or "") != setup:
+            setup = case.get("setup") or ""
+            # A row that names the setup: a setup column would not fit beside the others.
+            rows.append([f"_{_cell(setup or '(default)')}_"] + [""] * (len(header) - 1))
+        status = case_status(case)
+        first = case.get("first_divergent_stage")
+        rows.append([
+            links.case(case, f"{_EMOJI[status]} " + _cell(_short_id(case) if multi else _case_id(case))),
+            _sci(case.get("cam_max_abs_diff")),
+            "—" if status in ("error", "architectures differ") else _of_bound(case),
+            _percent_identical(case.get("overlay_identical_fraction")),
+            _int(case.get("overlay_max_diff")),
+            f"**{_cell(first)}**" if first else ("error" if status == "error" else "—"),
+            _seconds_cell(case, "paddle"),
+            _seconds_cell(case, "torch"),
+        ])
+    header, rows = _drop_empty_columns(header, rows)
+    lines = _table(header, rows)
+    notes = [f"max\\|Δ\\| and its share of the bound ({_bounds_note(cases)}): the final CAM. Pixels identical: "
+             "the share of the overlay's bytes (`show_cam_on_image`, uint8) that are the same on both sides; "
+             "mean\\|Δ\\| and every stage are in each case's section."]
+    if any("<sup>" in cell and "r" in cell.split("<sup>")[1] for row in rows for cell in row):
+        notes.append("<sup>r</sup> the case's channel weights came from an earlier byte-identical pass in the same "
+                     "worker (the eigen_smooth twin, or aug_smooth's identity variant), so that time is left out.")
+    if any(case.get("torch_cached") for case in cases):
+        notes.append("<sup>c</sup> upstream's result came from the cache; its seconds are those of the run that "
+                     "filled it.")
+    flagged = [case for case in cases if case.get("flags")]
+    if flagged:
+        # under the table, not as a column: a flag is a sentence, and most runs have none
+        notes.append("Flags: " + "; ".join(
+            links.case(case, _cell(_case_id(case))) + ": " + _cell(", ".join(str(f) for f in case["flags"]))
+            for case in flagged) + ".")
+    return lines + [""] + [" ".join(notes)]
+
+
+def _stage_lines(stages: Sequence[Mapping], first: Optional[str]) -> List[str]:
+    header = ["stage", "shape", "max\\|Δ\\|", "mean\\|Δ\\|", "bound", "rule", "over / elements", ""]
+    rows = []
+    for stage in stages:
+        name = _cell(stage.get("stage"))
+        if first and stage.get("stage") == first:
+            name = f"**{name}** ⬅ first divergent"
+        rule = _cell(stage.get("bound_rule"))
+        if stage.get("note"):
+            rule += f"; {_cell(stage['note'])}"
+        rows.append([
+            name,
+            _shape(stage.get("shape")),
+            _sci(stage.get("max_abs_diff")),
+            _sci(stage.get("mean_abs_diff")),
+            _sci(stage.get("bound")),
+            rule,
+            f"{_int(stage.get('elements_over'))} / {_int(stage.get('elements'))}",
+            "✅" if stage.get("passed") else "❌",
+        ])
+    return _table(header, rows)
+
+
+def _layer_text(layer: Mapping) -> str:
+    parts = [f"torch {_code(layer.get('torch_path', '?'))} {_shape(layer.get('torch_shape'))}",
+             f"paddle {_code(layer.get('paddle_path', '?'))} {_shape(layer.get('paddle_shape'))}"]
+    text = f"**First divergent layer** ({_cell(layer.get('kind', '?'))}): " + " vs ".join(parts)
+    if layer.get("max_abs_diff") is not None:
+        text += f": max\\|Δ\\| {_sci(layer.get('max_abs_diff'))}, bound {_sci(layer.get('bound'))}"
+    if layer.get("message"):
+        text += f". {_cell(layer['message'])}"
+    return text
+
+
+def _case_facts(case: Mapping) -> str:
+    status = case_status(case)
+    facts = [f"**{status}**"]
+    for key, label in (("setup", "setup"), ("model", "model"), ("method", "method"), ("smooth", "smoothing"),
+                       ("dtype", "dtype")):
+        if case.get(key):
+            facts.append(f"{label} `{case[key]}`")
+    layers = case.get("target_layers") or {}
+    if isinstance(layers, Mapping) and layers:
+        if len(set(map(str, layers.values()))) == 1:
+            facts.append(f"target layer `{next(iter(layers.values()))}`")
+        else:
+            facts.append("target layers " + ", ".join(f"{side} `{value}`" for side, value in layers.items()))
+    elif case.get("target_layer"):
+        facts.append(f"target layer `{case['target_layer']}`")
+    if case.get("batch") and case.get("batch") != 1:
+        facts.append(f"batch {case['batch']}")
+    if case.get("size"):
+        facts.append("input " + "×".join(str(s) for s in case["size"]) + " (W×H)")
+    if case.get("image_size"):
+        facts.append("CAM " + "×".join(str(s) for s in case["image_size"]))
+    facts.append(f"bound {_sci(case.get('tolerance'))}")
+    facts.append(f"max\\|Δ\\| {_sci(case.get('cam_max_abs_diff'))}")
+    facts.append(f"paddle {_secs(case.get('paddle_seconds'))} s")
+    facts.append(f"torch {_secs(case.get('torch_seconds'))} s" + (" (cached)" if case.get("torch_cached") else ""))
+    return " · ".join(facts)
+
+
+def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: str = "###") -> List[str]:
+    case_id = _case_id(case)
+    status = case_status(case)
+    lines = [f"{level} {_heading_anchor(_anchor(case_id))}{_EMOJI[status]} {_cell(case_id)}", "", _case_facts(case), ""]
+    targets = case.get("target_categories") or {}
+    if targets:
+        lines += ["Target categories: " + ", ".join(f"{k} `{v}`" for k, v in targets.items()), ""]
+    if case.get("flags"):
+        lines += ["Flags: " + ", ".join(f"**{_cell(f)}**" for f in case["flags"]), ""]
+    if status == "architectures differ":
+        lines += [f"🔶 **Architectures differ**: {_cell(case['architecture_differs'])} This case cannot pass "
+                  "and is not a port failure; it is counted neither as passed nor as failed.", ""]
+    if isinstance(case.get("first_divergent_layer"), Mapping):
+        lines += [_layer_text(case["first_divergent_layer"]), ""]
+
+    # An errored case links no images: any files at its paths are left over from an earlier run.
+    files = _files(case)
+    pictures = [files["paddle_cam_jpg"], files["torch_cam_jpg"], files["diff_jpg"]]
+    if not case.get("error") and (status != "architectures differ" or any(img.exists(p) for p in pictures)):
+        images = [
+            img(files["paddle_cam_jpg"], f"Paddle {case_id}", CASE_WIDTH),
+            img(files["torch_cam_jpg"], f"PyTorch {case_id}", CASE_WIDTH),
+            img(files["diff_jpg"], f"absolute difference {case_id}", CASE_WIDTH),
+        ]
+        lines += _table(["Paddle", "PyTorch", f"\\|Δ\\| (max {_diff_note(case, scale)})"], [images])
+        lines.append("")
+
+    stages = case.get("stages") or []
+    if stages:
+        if status == "passed":
+            # A passing case's stage table is one click away: the report stays short, nothing is hidden.
+            lines += [f"<details><summary>{len(stages)} stages compared, all within their bounds</summary>", ""]
+            lines += _stage_lines(stages, case.get("first_divergent_stage")) + ["", "</details>", ""]
+        else:
+            lines += _stage_lines(stages, case.get("first_divergent_stage")) + [""]
+    if case.get("error"):
+        lines += ["**Error:**", ""] + _fenced(case["error"]) + [""]
+        message = case.get("message")
+        if message and message.strip() != str(case["error"]).strip():
+            lines += _fenced(message) + [""]
+    elif status in ("failed", "float32 only"):
+        lines += _fenced(case.get("message") or "(no message)") + [""]
+    return lines
+
+
+def _failure_lines(cases: Sequence[Mapping]) -> List[str]:
+    bad = [c for c in cases if case_status(c) in ("failed", "error", "float32 only")]
+    if not bad:
+        return []
+    lines = [f"## {_heading_anchor('failures-and-errors')}Failures and errors", ""]
+    for case in bad:
+        status = case_status(case)
+        text = case.get("error") if status == "error" else case.get("message")
+        lines += [f"<details><summary>{_EMOJI[status]} {html.escape(_case_id(case))}</summary>", ""]
+        lines += _fenced(text or "(no message)") + ["", "</details>", ""]
+    return lines
