@@ -15,6 +15,26 @@ When the input itself asks for a gradient (``compute_input_gradient``, as
 FullGrad does) no output is ``stop_gradient``, so nothing is re-rooted and the
 graph reaches the input.
 
+Freezing the parameters meets a Paddle 3.3.1 bug: when the scale (weight) of
+``layer_norm`` is ``stop_gradient``, the gradient it passes back to its
+*input* is computed as if the scale were all ones (CPU, float32 and float64
+alike; whether the bias is frozen makes no difference).  A LayerNorm between
+the target layer and the score therefore gave transformers and ConvNeXt
+wrong gradients, and with them wrong GradCAM, GradCAM++, XGradCAM, LayerCAM,
+HiResCAM...; a LayerNorm whose weight is still all ones (a fresh init) hid
+it.  The same bug hits a user's model whose weights were frozen before it
+came here.  GroupNorm, InstanceNorm, BatchNorm, Linear, Conv2D, GELU,
+hard-swish, hard-sigmoid, softmax attention and an elementwise layer scale
+give torch's input gradients frozen or not (``tests/test_frozen_gradients.py``
+measures each against torch and fails once Paddle fixes the bug).
+``layer_norm_input_gradients`` works around it where it matters and nowhere
+else: a ``layer_norm`` whose input needs a gradient and whose weight is
+frozen gets, instead of the weight, a trainable alias of it (the same
+memory, a throwaway leaf).  The parameter's flag and ``.grad`` are left
+alone, and since the output of such a call needs a gradient anyway, which
+tensors are ``stop_gradient`` does not change, so the re-rooting above works
+as before and models without LayerNorm run exactly the same ops.
+
 Gradients are stored by the position of the forward call that produced them,
 not by the order in which backward reaches them.  Upstream prepends each
 gradient as it arrives, which puts them in forward order because torch's
@@ -39,19 +59,44 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import paddle
+from paddle import _C_ops
 
-__all__ = ["ActivationsAndGradients", "frozen_parameters", "second_order_graph"]
+__all__ = ["ActivationsAndGradients", "frozen_parameters", "layer_norm_input_gradients", "second_order_graph"]
+
+
+@contextlib.contextmanager
+def layer_norm_input_gradients() -> Iterator[None]:
+    """Give ``layer_norm`` its true input gradient also when its weight is frozen (see the module docstring).
+
+    Every route to the op (``nn.LayerNorm``, ``F.layer_norm`` however it was
+    imported) goes through ``paddle._C_ops.layer_norm``, which is replaced
+    for the duration and restored on exit, also on error.
+    """
+    original = _C_ops.layer_norm
+
+    def layer_norm(x, weight, bias, *args, **kwargs):
+        if weight is not None and weight.stop_gradient and not x.stop_gradient:
+            weight = weight.detach()
+            weight.stop_gradient = False
+        return original(x, weight, bias, *args, **kwargs)
+
+    _C_ops.layer_norm = layer_norm
+    try:
+        yield
+    finally:
+        _C_ops.layer_norm = original
 
 
 @contextlib.contextmanager
 def frozen_parameters(model: paddle.nn.Layer) -> Iterator[None]:
-    """Temporarily mark every parameter ``stop_gradient`` and restore the flags after."""
+    """Temporarily mark every parameter ``stop_gradient``, with LayerNorm input gradients kept right; restore after."""
     params = model.parameters()
     saved = [p.stop_gradient for p in params]
     for p in params:
         p.stop_gradient = True
     try:
-        yield
+        with layer_norm_input_gradients():
+            yield
     finally:
         for p, flag in zip(params, saved):
             p.stop_gradient = flag
