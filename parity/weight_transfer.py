@@ -42,6 +42,11 @@ __all__ = [
     "TransferRefused",
     "ArchitecturesDiffer",
     "LayerPair",
+    "TensorLink",
+    "ModelPairing",
+    "PAIRING_RULES",
+    "pair_models",
+    "converted_value",
     "TransferPlan",
     "TransferCheck",
     "Divergence",
@@ -70,23 +75,27 @@ _WEIGHTS_RTOL = 1e-6
 
 
 class TransferError(UserError):
-    """The state dict does not fit the architecture (missing / unexpected keys, wrong shapes, bad pairing)."""
+    """A weight transfer between a torch model and a Paddle model failed; the message says where and why.
 
-
-class TransferRefused(UserError):
-    """The transferred weights do not reproduce torch's logits; the message names the first diverging layer."""
-
-    def __init__(self, message: str, divergence: Optional["Divergence"] = None) -> None:
-        super().__init__(message)
-        self.divergence = divergence
-
-
-class ArchitecturesDiffer(UserError):
-    """paddle.vision's model computes another function than torchvision's ("architectures differ at LAYER")."""
+    The base of every transfer failure: tensors that do not fit (missing or
+    unexpected keys, wrong shapes, layers that cannot be paired), and the two
+    refusals after the forward check, :class:`TransferRefused` and
+    :class:`ArchitecturesDiffer`.  ``divergence`` is the diagnosis
+    (:class:`Divergence`) when the failure came from comparing the two
+    models' outputs, else None.
+    """
 
     def __init__(self, message: str, divergence: Optional["Divergence"] = None) -> None:
         super().__init__(message)
         self.divergence = divergence
+
+
+class TransferRefused(TransferError):
+    """The transferred weights do not reproduce the source model's outputs; the message names the first diverging layer."""
+
+
+class ArchitecturesDiffer(TransferError):
+    """The two models compute different functions ("architectures differ at LAYER: WHAT"); no transfer can fix it."""
 
 
 # -- layers and their tensors ---------------------------------------------------------------
@@ -97,7 +106,7 @@ _PADDLE_LOCAL_NAMES = {"running_mean": "_mean", "running_var": "_variance"}
 
 
 def rename_batch_norm(name: str) -> str:
-    """torchvision -> Paddle tensor name: ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``."""
+    """torch -> Paddle tensor name: ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``."""
     for torch_local, paddle_local in _PADDLE_LOCAL_NAMES.items():
         if name == torch_local or name.endswith("." + torch_local):
             return name[: -len(torch_local)] + paddle_local
@@ -110,14 +119,30 @@ def _is_counter(name: str) -> bool:
     return name == "num_batches_tracked" or name.endswith(".num_batches_tracked")
 
 
+# Layer kinds both frameworks have; a pair of these must be of the same kind.  Any
+# other layer that owns tensors (a block holding a layer-scale gamma, a model
+# holding a class token) is "custom" and pairs by its tensors alone.
+_KNOWN_KINDS = ("conv", "conv_transpose", "batch_norm", "linear", "layer_norm", "group_norm", "embedding", "prelu")
+
+
 def _torch_kind(module: Any) -> str:
     nn = sys.modules["torch"].nn
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return "conv"
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return "conv_transpose"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return "batch_norm"
     if isinstance(module, nn.Linear):
         return "linear"
+    if isinstance(module, nn.LayerNorm):
+        return "layer_norm"
+    if isinstance(module, nn.GroupNorm):
+        return "group_norm"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if isinstance(module, nn.PReLU):
+        return "prelu"
     return type(module).__name__.lower()
 
 
@@ -125,30 +150,53 @@ def _paddle_kind(layer: Any) -> str:
     nn = sys.modules["paddle"].nn
     if isinstance(layer, (nn.Conv1D, nn.Conv2D, nn.Conv3D)):
         return "conv"
+    if isinstance(layer, (nn.Conv1DTranspose, nn.Conv2DTranspose, nn.Conv3DTranspose)):
+        return "conv_transpose"
     if isinstance(layer, (nn.layer.norm._BatchNormBase, nn.BatchNorm)):
         return "batch_norm"
     if isinstance(layer, nn.Linear):
         return "linear"
+    if isinstance(layer, nn.LayerNorm):
+        return "layer_norm"
+    if isinstance(layer, nn.GroupNorm):
+        return "group_norm"
+    if isinstance(layer, nn.Embedding):
+        return "embedding"
+    if isinstance(layer, nn.PReLU):
+        return "prelu"
     return type(layer).__name__.lower()
 
 
+def _is_float(value: Any) -> bool:
+    return "float" in str(value.dtype)
+
+
 def _torch_own_tensors(module: Any) -> Dict[str, Any]:
-    """The module's own state-dict tensors (parameters and persistent buffers), by local name."""
+    """The module's own transferable tensors (parameters and persistent floating-point buffers), by local name.
+
+    Integer buffers (``num_batches_tracked``, a transformer's relative-position
+    index) follow from the architecture, not from training: never transferred.
+    """
     own = {name: value for name, value in module._parameters.items() if value is not None}
     own.update(
         (name, value)
         for name, value in module._buffers.items()
-        if value is not None and name not in module._non_persistent_buffers_set
+        if value is not None and name not in module._non_persistent_buffers_set and _is_float(value)
     )
     return own
 
 
 def _paddle_own_tensors(layer: Any) -> Dict[str, Any]:
+    """Paddle's counterpart of :func:`_torch_own_tensors`.
+
+    Legacy ``paddle.nn.BatchNorm`` (PaddleClas) keeps ``_mean``/``_variance``
+    as parameters, ``BatchNorm2D`` as buffers: both are found here.
+    """
     own = {name: value for name, value in layer._parameters.items() if value is not None}
     own.update(
         (name, value)
         for name, value in layer._buffers.items()
-        if value is not None and name not in layer._non_persistable_buffer_names_set
+        if value is not None and name not in layer._non_persistable_buffer_names_set and _is_float(value)
     )
     return own
 
@@ -179,18 +227,38 @@ def _describe(names: Sequence[str], limit: int = 6) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-# -- the transfer plan ----------------------------------------------------------------------
+# -- pairing two models' tensors ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LayerPair:
-    """A torch layer and the Paddle layer that receives its weights."""
+    """A torch layer and the Paddle layer that holds the same tensors."""
 
     torch_path: str
     paddle_path: str
     kind: str
     torch_type: str
     paddle_type: str
+
+
+@dataclass(frozen=True)
+class TensorLink:
+    """One torch tensor and its Paddle counterpart, by state-dict key; ``transposed`` for Linear weights."""
+
+    torch_key: str
+    paddle_key: str
+    transposed: bool
+    torch_shape: Tuple[int, ...]
+    paddle_shape: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelPairing:
+    """Which layer and tensor of one model is which of the other, and the rule that found it."""
+
+    rule: str
+    pairs: Tuple[LayerPair, ...]
+    links: Tuple[TensorLink, ...]
 
 
 @dataclass(frozen=True)
@@ -206,6 +274,12 @@ class TransferPlan:
     pairs: Tuple[LayerPair, ...]
 
 
+def converted_value(value: np.ndarray, transposed: bool) -> np.ndarray:
+    """One tensor's values as the other framework stores them: Linear weights are (out, in) in torch, (in, out) in Paddle."""
+    value = np.asarray(value)
+    return np.ascontiguousarray(value.T) if transposed else value
+
+
 def _state_owners_in_order(records: Sequence[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
     seen, ordered = set(), []
     for path, layer in records:
@@ -215,12 +289,17 @@ def _state_owners_in_order(records: Sequence[Tuple[str, Any]]) -> List[Tuple[str
     return ordered
 
 
-def _run_recording_owners(torch_model: Any, paddle_model: Any, input_shape: Tuple[int, ...]):
-    """Both models once; the layers that own tensors, in the order they first finish running."""
+def _pairing_input(example_input: Optional[np.ndarray], input_shape: Tuple[int, ...]) -> np.ndarray:
+    if example_input is not None:
+        return np.ascontiguousarray(example_input)
+    return np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+
+
+def _run_recording_owners(torch_model: Any, paddle_model: Any, x: np.ndarray):
+    """Both models once (eval) on ``x``; the layers that own tensors, in the order they first finish running."""
     import paddle
     import torch
 
-    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
     torch_order: List[Tuple[str, Any]] = []
     paddle_order: List[Tuple[str, Any]] = []
     handles = []
@@ -251,53 +330,106 @@ def _local_map(torch_locals: Mapping[str, Any]) -> Dict[str, str]:
     return {name: rename_batch_norm(name) for name in torch_locals if not _is_counter(name)}
 
 
+def _match_tensors(torch_layer: Any, paddle_layer: Any):
+    """``(links, problem)``: the pair's tensors as ``(torch local, paddle local, transposed)``, or why they do not match.
+
+    Tensors match by local name after the batch-norm renames; where the names
+    differ (a custom block's ``gamma`` against ``layer_scale``) and both hold
+    as many tensors, by declaration order.  Either way every shape must agree,
+    Linear weights transposed.
+    """
+    t_kind, p_kind = _torch_kind(torch_layer), _paddle_kind(paddle_layer)
+    t_own, p_own = _torch_own_tensors(torch_layer), _paddle_own_tensors(paddle_layer)
+    mapping = _local_map(t_own)
+    if set(mapping.values()) == set(p_own):
+        ordered = list(mapping.items())
+    elif len(mapping) == len(p_own) and t_kind not in _KNOWN_KINDS and p_kind not in _KNOWN_KINDS:
+        ordered = list(zip(mapping, p_own))
+    else:
+        t_names, p_names = set(mapping.values()), set(p_own)
+        if t_names ^ p_names == {"bias"}:
+            # One side's layer was built without a bias (bias=False / bias_attr=False).
+            return [], "bias " + ("present vs absent" if "bias" in t_names else "absent vs present")
+        return [], f"tensors {sorted(t_names)} vs {sorted(p_names)}"
+    links = []
+    for t_name, p_name in ordered:
+        transposed = t_kind == "linear" and p_kind == "linear" and t_name == "weight"
+        t_shape = tuple(t_own[t_name].shape)
+        p_shape = tuple(p_own[p_name].shape)
+        if (t_shape[::-1] if transposed else t_shape) != p_shape:
+            return [], f"{t_name} {t_shape} vs {p_name} {p_shape}"
+        links.append((t_name, p_name, transposed))
+    return links, None
+
+
+def _kinds_problem(torch_layer: Any, paddle_layer: Any) -> Optional[str]:
+    t_kind, p_kind = _torch_kind(torch_layer), _paddle_kind(paddle_layer)
+    if t_kind != p_kind and (t_kind in _KNOWN_KINDS or p_kind in _KNOWN_KINDS):
+        return f"different kinds ({t_kind} vs {p_kind})"
+    return None
+
+
 def _pair_problem(
     index: int, torch_path: str, torch_layer: Any, paddle_path: str, paddle_layer: Any
 ) -> Optional[str]:
     """Why the index-th weighted layers of the two models cannot be each other's (None when they can)."""
-    t_kind, p_kind = _torch_kind(torch_layer), _paddle_kind(paddle_layer)
     where = f"layer with weights #{index + 1} in execution order: torch {torch_path or '<model>'} ({type(torch_layer).__name__}) / paddle {paddle_path or '<model>'} ({type(paddle_layer).__name__})"
-    if t_kind != p_kind:
-        return f"{where}: different kinds ({t_kind} vs {p_kind})"
-    t_own, p_own = _torch_own_tensors(torch_layer), _paddle_own_tensors(paddle_layer)
-    mapping = _local_map(t_own)
-    if set(mapping.values()) != set(p_own):
-        return f"{where}: tensors {sorted(mapping.values())} vs {sorted(p_own)}"
-    for t_name, p_name in mapping.items():
-        t_shape = tuple(t_own[t_name].shape)
-        if t_kind == "linear" and t_name == "weight":
-            t_shape = t_shape[::-1]
-        p_shape = tuple(p_own[p_name].shape)
-        if t_shape != p_shape:
-            return f"{where}: {t_name} {tuple(t_own[t_name].shape)} vs {p_name} {p_shape}"
-    return None
+    problem = _kinds_problem(torch_layer, paddle_layer) or _match_tensors(torch_layer, paddle_layer)[1]
+    return f"{where}: {problem}" if problem else None
+
+
+def _layer_pair(torch_path: str, module: Any, paddle_path: str, layer: Any) -> LayerPair:
+    return LayerPair(torch_path, paddle_path, _torch_kind(module), type(module).__name__, type(layer).__name__)
+
+
+def _pair_idle_by_name(idle_t: Sequence[Tuple[str, Any]], idle_p: Sequence[Tuple[str, Any]]) -> Optional[List[LayerPair]]:
+    """Layers with tensors that did not run on the pairing input, paired by path; None unless all pair up."""
+    by_path = dict(idle_p)
+    if len(idle_t) != len(idle_p) or set(by_path) != {path for path, _ in idle_t}:
+        return None
+    pairs = []
+    for path, module in idle_t:
+        if _kinds_problem(module, by_path[path]) or _match_tensors(module, by_path[path])[1]:
+            return None
+        pairs.append(_layer_pair(path, module, path, by_path[path]))
+    return pairs
 
 
 def pair_layers_by_execution_order(
-    torch_model: Any, paddle_model: Any, input_shape: Tuple[int, ...] = _PAIRING_INPUT_SHAPE
+    torch_model: Any,
+    paddle_model: Any,
+    input_shape: Tuple[int, ...] = _PAIRING_INPUT_SHAPE,
+    example_input: Optional[np.ndarray] = None,
 ) -> List[LayerPair]:
-    """Pair the layers that own weights by the order they run in (PaDiff's rule), checking kind and shapes.
+    """Pair the layers that own tensors by the order they run in (PaDiff's rule), checking kind and shapes.
 
-    Raises :class:`ArchitecturesDiffer` when the k-th weighted layers cannot be
-    each other's (other kind, other tensors or shapes) or the counts differ,
-    and :class:`TransferError` when a weighted layer never runs (it could not
-    be paired by execution).
+    Both models run once (eval) on ``example_input`` (default: seeded noise
+    of ``input_shape``).  Raises :class:`ArchitecturesDiffer` when the k-th
+    layers cannot be each other's (other kind, other tensors or shapes) or
+    the counts differ, and :class:`TransferError` when layers with tensors
+    never run and do not pair up by path either.
     """
-    torch_order, paddle_order = _run_recording_owners(torch_model, paddle_model, input_shape)
+    x = _pairing_input(example_input, input_shape)
+    torch_order, paddle_order = _run_recording_owners(torch_model, paddle_model, x)
     ran_t, ran_p = {id(m) for _, m in torch_order}, {id(l) for _, l in paddle_order}
-    idle_t = [p for p, m in _torch_modules(torch_model) if _torch_own_tensors(m) and id(m) not in ran_t]
-    idle_p = [p for p, l in _paddle_layers(paddle_model) if _paddle_own_tensors(l) and id(l) not in ran_p]
+    idle_t = [(p, m) for p, m in _torch_modules(torch_model) if _torch_own_tensors(m) and id(m) not in ran_t]
+    idle_p = [(p, l) for p, l in _paddle_layers(paddle_model) if _paddle_own_tensors(l) and id(l) not in ran_p]
+    idle_pairs: List[LayerPair] = []
     if idle_t or idle_p:
-        raise TransferError(
-            "cannot pair layers by execution order: layers with weights that never ran "
-            f"(torch: {_describe(idle_t) or 'none'}; paddle: {_describe(idle_p) or 'none'})"
-        )
+        found = _pair_idle_by_name(idle_t, idle_p)
+        if found is None:
+            raise TransferError(
+                "cannot pair layers by execution order: layers with weights that never ran "
+                f"(torch: {_describe([p for p, _ in idle_t]) or 'none'}; paddle: {_describe([p for p, _ in idle_p]) or 'none'})"
+                f" on the input {tuple(x.shape)}"
+            )
+        idle_pairs = found
     pairs: List[LayerPair] = []
     for index, ((t_path, t_layer), (p_path, p_layer)) in enumerate(zip(torch_order, paddle_order)):
         problem = _pair_problem(index, t_path, t_layer, p_path, p_layer)
         if problem:
             raise ArchitecturesDiffer(f"architectures differ at {problem}")
-        pairs.append(LayerPair(t_path, p_path, _torch_kind(t_layer), type(t_layer).__name__, type(p_layer).__name__))
+        pairs.append(_layer_pair(t_path, t_layer, p_path, p_layer))
     if len(torch_order) != len(paddle_order):
         longer, rest = ("torch", torch_order) if len(torch_order) > len(paddle_order) else ("paddle", paddle_order)
         extra = rest[len(pairs)][0]
@@ -305,10 +437,12 @@ def pair_layers_by_execution_order(
             f"architectures differ at {longer} {extra}: torch runs {len(torch_order)} layers with weights, "
             f"paddle {len(paddle_order)}; the first {len(pairs)} pair up"
         )
-    return pairs
+    return pairs + idle_pairs
 
 
-def _pairs_by_name(torch_model: Any, paddle_model: Any) -> List[LayerPair]:
+def _pairs_by_name(torch_model: Any, paddle_model: Any, strict: bool = True) -> Optional[List[LayerPair]]:
+    """Pair layers by path.  ``strict``: a TransferError when a torch layer has no Paddle layer of that path;
+    otherwise None whenever the names do not pair every layer with tensors on both sides."""
     paddle_layers = dict(_paddle_layers(paddle_model))
     pairs = []
     for path, module in _torch_modules(torch_model):
@@ -316,37 +450,82 @@ def _pairs_by_name(torch_model: Any, paddle_model: Any) -> List[LayerPair]:
             continue
         layer = paddle_layers.get(path)
         if layer is None:
-            raise TransferError(f"the name rule has no Paddle layer for torch layer {path!r}")
-        pairs.append(LayerPair(path, path, _torch_kind(module), type(module).__name__, type(layer).__name__))
+            if strict:
+                raise TransferError(f"the name rule has no Paddle layer for torch layer {path!r}")
+            return None
+        if not strict and (_kinds_problem(module, layer) or _match_tensors(module, layer)[1]):
+            return None
+        pairs.append(_layer_pair(path, module, path, layer))
+    if not strict:
+        paired = {pair.paddle_path for pair in pairs}
+        if any(_paddle_own_tensors(layer) and path not in paired for path, layer in paddle_layers.items()):
+            return None
     return pairs
+
+
+PAIRING_RULES = ("auto", "name", "execution_order")
+
+
+def pair_models(
+    torch_model: Any, paddle_model: Any, example_input: Optional[np.ndarray] = None, rule: str = "auto"
+) -> ModelPairing:
+    """Every transferable tensor of ``torch_model`` with its counterpart in ``paddle_model``.
+
+    ``rule``: ``name`` (the layer paths are the same on both sides),
+    ``execution_order`` (the k-th layer with tensors to run in torch is the
+    k-th in Paddle; layers that do not run on ``example_input`` pair by
+    path), or ``auto``: names when they pair every layer with tensors on both
+    sides with matching tensors, else execution order.  Tensors are keyed by
+    state-dict key (layer path + local name), never by Paddle's
+    ``param.name``, which ``paddle.utils.unique_name`` suffixes when a model
+    is built twice in one process.  Raises :class:`TransferError` (or
+    :class:`ArchitecturesDiffer`) naming what does not pair up.
+    """
+    if rule not in PAIRING_RULES:
+        raise ValueError(f"rule must be one of {PAIRING_RULES}, not {rule!r}")
+    if rule == "name":
+        pairs, used = _pairs_by_name(torch_model, paddle_model, strict=True), "name"
+    else:
+        pairs = _pairs_by_name(torch_model, paddle_model, strict=False) if rule == "auto" else None
+        used = "name"
+        if pairs is None:
+            pairs = pair_layers_by_execution_order(torch_model, paddle_model, example_input=example_input)
+            used = "execution_order"
+    torch_modules = dict(_torch_modules(torch_model))
+    paddle_layers = dict(_paddle_layers(paddle_model))
+    links: List[TensorLink] = []
+    for pair in pairs:
+        module, layer = torch_modules[pair.torch_path], paddle_layers[pair.paddle_path]
+        matched, problem = _match_tensors(module, layer)
+        if problem:
+            raise TransferError(
+                f"torch {pair.torch_path or '<model>'} ({pair.torch_type}) / paddle {pair.paddle_path or '<model>'} "
+                f"({pair.paddle_type}): {problem}"
+            )
+        t_own, p_own = _torch_own_tensors(module), _paddle_own_tensors(layer)
+        for t_local, p_local, transposed in matched:
+            links.append(TensorLink(
+                _join(pair.torch_path, t_local), _join(pair.paddle_path, p_local), transposed,
+                tuple(t_own[t_local].shape), tuple(p_own[p_local].shape),
+            ))
+    return ModelPairing(used, tuple(pairs), tuple(links))
 
 
 def _plan_for(spec: Any, torch_model: Any, paddle_model: Any) -> TransferPlan:
     torch_shapes = {name: tuple(value.shape) for name, value in torch_model.state_dict().items()}
     paddle_shapes = {name: tuple(value.shape) for name, value in paddle_model.state_dict().items()}
-    if spec.transfer == "execution_order":
-        pairs = pair_layers_by_execution_order(torch_model, paddle_model)
-    else:
-        pairs = _pairs_by_name(torch_model, paddle_model)
-
-    torch_modules = dict(_torch_modules(torch_model))
-    paddle_layers = dict(_paddle_layers(paddle_model))
-    name_map: Dict[str, str] = {}
-    for pair in pairs:
-        t_own = _torch_own_tensors(torch_modules[pair.torch_path])
-        for t_local, p_local in _local_map(t_own).items():
-            name_map[_join(pair.torch_path, t_local)] = _join(pair.paddle_path, p_local)
+    pairing = pair_models(torch_model, paddle_model, rule=spec.transfer)
+    name_map: Dict[str, str] = {link.torch_key: link.paddle_key for link in pairing.links}
+    transposed = frozenset(link.paddle_key for link in pairing.links if link.transposed)
 
     # Linear weights are transposed because of what the layer is, on both sides.
-    transposed = frozenset(
-        _join(path, "weight") for path, layer in paddle_layers.items() if _paddle_kind(layer) == "linear"
+    paddle_linear = frozenset(
+        _join(path, "weight") for path, layer in _paddle_layers(paddle_model) if _paddle_kind(layer) == "linear"
     )
-    torch_linear = {_join(path, "weight") for path, m in torch_modules.items() if _torch_kind(m) == "linear"}
-    mapped_linear = {name_map[key] for key in torch_linear if key in name_map}
-    if mapped_linear != transposed:
+    if paddle_linear != transposed:
         raise TransferError(
-            f"{spec.name}: torch Linear weights map to {_describe(mapped_linear)} but Paddle's Linear weights are "
-            f"{_describe(transposed)}"
+            f"{spec.name}: torch Linear weights map to {_describe(transposed)} but Paddle's Linear weights are "
+            f"{_describe(paddle_linear)}"
         )
 
     unmapped_torch = [k for k in torch_shapes if not _is_counter(k) and k not in name_map]
@@ -364,7 +543,7 @@ def _plan_for(spec: Any, torch_model: Any, paddle_model: Any) -> TransferPlan:
         paddle_shapes=paddle_shapes,
         name_map=name_map,
         transposed=transposed,
-        pairs=tuple(pairs),
+        pairs=pairing.pairs,
     )
 
 
@@ -413,10 +592,7 @@ def transfer_state_dict(torch_state: Mapping[str, Any], arch_name: str = "resnet
     _check_torch_state(plan, torch_state)
     converted: Dict[str, np.ndarray] = {}
     for t_name, p_name in plan.name_map.items():
-        value = np.asarray(torch_state[t_name])
-        if p_name in plan.transposed:
-            value = np.ascontiguousarray(value.T)
-        converted[p_name] = value
+        converted[p_name] = converted_value(torch_state[t_name], p_name in plan.transposed)
     wrong = [
         f"{k} {tuple(v.shape)} (expected {plan.paddle_shapes[k]})"
         for k, v in converted.items()
@@ -698,42 +874,93 @@ def _norm_pair(value: Any) -> Any:
     return value
 
 
+# The hyper-parameters that decide what a layer computes: a common name -> the attribute
+# each framework keeps it in (the first one a layer has).  Paddle's convs keep `_stride`,
+# its pools `stride`.
+_CONFIG_ATTRIBUTES = {
+    "stride": (("stride",), ("_stride", "stride")),
+    "padding": (("padding",), ("_padding", "padding")),
+    "dilation": (("dilation",), ("_dilation", "dilation")),
+    "groups": (("groups",), ("_groups",)),
+    "eps": (("eps",), ("_epsilon", "epsilon")),
+    "kernel_size": (("kernel_size",), ("ksize", "_kernel_size", "kernel_size")),
+    "ceil_mode": (("ceil_mode",), ("ceil_mode",)),
+    "p": (("p",), ("p",)),
+    "output_size": (("output_size",), ("_output_size",)),
+    "negative_slope": (("negative_slope",), ("_negative_slope",)),
+    "approximate": (("approximate",), ("_approximate",)),
+    "normalized_shape": (("normalized_shape",), ("_normalized_shape",)),
+    "num_groups": (("num_groups",), ("_num_groups",)),
+}
+
+
 def _config(layer: Any, framework: str, wide: bool = False) -> Dict[str, Any]:
     """The hyper-parameters that decide what a layer computes, named alike for both frameworks.
 
     ``wide``: the models run in float64, where torch uses eps as given.
     """
-    names = {
-        "torch": {
-            "stride": "stride", "padding": "padding", "dilation": "dilation", "groups": "groups",
-            "eps": "eps", "kernel_size": "kernel_size", "ceil_mode": "ceil_mode", "p": "p",
-            "output_size": "output_size",
-        },
-        "paddle": {
-            "stride": "_stride", "padding": "_padding", "dilation": "_dilation", "groups": "_groups",
-            "eps": "_epsilon", "kernel_size": "ksize", "ceil_mode": "ceil_mode", "p": "p",
-            "output_size": "_output_size",
-        },
-    }[framework]
+    side = 0 if framework == "torch" else 1
     config: Dict[str, Any] = {}
-    for common, attribute in names.items():
-        if hasattr(layer, attribute):
-            value = getattr(layer, attribute)
-            if common in ("stride", "padding", "dilation", "kernel_size"):
-                value = _norm_pair(value)
-            elif common == "eps":
-                # Paddle's batch-norm kernels take epsilon as a float32 attribute: in float64
-                # runs that alone moves outputs by ~eps * 2.4e-8 / (var + eps) relative.
-                value = float(value) if framework == "torch" and wide else float(np.float32(value))
-            config[common] = value
-    if framework == "paddle" and getattr(layer, "mode", None) == "downscale_in_infer":
-        # This Dropout scales its input by (1 - p) at inference; torch's is the identity there.
-        config["inference_scale"] = 1 - float(layer.p)
-    elif framework == "torch" and isinstance(layer, sys.modules["torch"].nn.Dropout):
-        config["inference_scale"] = 1.0
-    if framework == "paddle" and _fused_activation(layer):
-        config["fused_activation"] = _fused_activation(layer)
+    for common, attributes in _CONFIG_ATTRIBUTES.items():
+        attribute = next((a for a in attributes[side] if hasattr(layer, a)), None)
+        if attribute is None:
+            continue
+        value = getattr(layer, attribute)
+        if callable(value):
+            continue
+        if common in ("stride", "padding", "dilation", "kernel_size", "normalized_shape"):
+            value = value.upper() if isinstance(value, str) else _norm_pair(value)
+        elif common == "eps":
+            # Paddle's batch-norm kernels take epsilon as a float32 attribute: in float64
+            # runs that alone moves outputs by ~eps * 2.4e-8 / (var + eps) relative.
+            value = float(value) if framework == "torch" and wide else float(np.float32(value))
+        config[common] = value
+    config.update(_semantic_config(layer, framework))
     return config
+
+
+def _semantic_config(layer: Any, framework: str) -> Dict[str, Any]:
+    """Settings the two frameworks spell differently, in one common spelling (torch's where it has one)."""
+    config: Dict[str, Any] = {}
+    if framework == "paddle":
+        if getattr(layer, "mode", None) == "downscale_in_infer":
+            # This Dropout scales its input by (1 - p) at inference; torch's is the identity there.
+            config["inference_scale"] = 1 - float(layer.p)
+        elif isinstance(layer, sys.modules["paddle"].nn.Dropout):
+            config["inference_scale"] = 1.0
+        if hasattr(layer, "exclusive") and isinstance(getattr(layer, "exclusive"), bool):
+            # Paddle's AvgPool2D(exclusive=True) divides by the unpadded count: torch's count_include_pad=False.
+            config["count_include_pad"] = not layer.exclusive
+        if _fused_activation(layer):
+            config["fused_activation"] = _fused_activation(layer)
+        if _paddle_kind(layer) in ("conv", "linear", "conv_transpose"):
+            config["bias"] = "present" if getattr(layer, "bias", None) is not None else "absent"
+    else:
+        nn = sys.modules["torch"].nn
+        if isinstance(layer, nn.Dropout):
+            config["inference_scale"] = 1.0
+        if isinstance(getattr(layer, "count_include_pad", None), bool):
+            config["count_include_pad"] = layer.count_include_pad
+        if _torch_kind(layer) in ("conv", "linear", "conv_transpose"):
+            config["bias"] = "present" if getattr(layer, "bias", None) is not None else "absent"
+    slope = _hard_sigmoid_slope(layer, framework)
+    if slope is not None:
+        config["hard_sigmoid"] = slope
+    return config
+
+
+def _hard_sigmoid_slope(layer: Any, framework: str) -> Optional[str]:
+    """'slope S, offset O' of a hard-sigmoid layer (torch's and paddle.nn.Hardsigmoid: 1/6, 1/2)."""
+    if framework == "torch":
+        if isinstance(layer, sys.modules["torch"].nn.Hardsigmoid):
+            return "slope 0.1667, offset 0.5"
+        return None
+    if isinstance(layer, sys.modules["paddle"].nn.Hardsigmoid):
+        return "slope 0.1667, offset 0.5"
+    slope, offset = getattr(layer, "slope", None), getattr(layer, "offset", None)
+    if isinstance(slope, (int, float)) and isinstance(offset, (int, float)) and "sigmoid" in type(layer).__name__.lower():
+        return f"slope {float(slope):.4g}, offset {float(offset):.4g}"
+    return None
 
 
 def _config_difference(torch_layer: Any, paddle_layer: Any, wide: bool = False) -> str:

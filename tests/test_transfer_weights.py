@@ -1,0 +1,258 @@
+"""``parity.transfer_weights`` on hand-made torch/Paddle twins: both directions, any input size, refusals named.
+
+The twins are small (a few thousand weights, 24x24..40x40 inputs) and named
+differently on each side, as real hub pairs are: the Paddle side uses
+PaddleClas's legacy ``nn.BatchNorm(act="relu")`` (statistics as
+*parameters*, activation fused), the torch side a separate ReLU.  Every
+batch norm gets seeded statistics and affine terms, so a mean/variance or
+weight/bias mix-up changes the outputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+import torch
+
+import parity
+from parity.transfer import (
+    ArchitecturesDiffer,
+    MapEntry,
+    TransferError,
+    TransferMap,
+    TransferRefused,
+    save_paddle_weights,
+    transfer_weights,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pinned_threads(one_thread):
+    """Every test of this module on one thread (conftest.one_thread)."""
+
+
+class TorchTwin(torch.nn.Module):
+    def __init__(self, exclusive_pool: bool = False, head_bias: bool = True):
+        super().__init__()
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=1, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU()
+        )
+        self.mix = torch.nn.Conv2d(8, 12, 3, padding=1, bias=True)
+        self.mix_bn = torch.nn.BatchNorm2d(12)
+        self.pool = torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=not exclusive_pool)
+        self.gap = torch.nn.AdaptiveAvgPool2d(1)
+        self.drop = torch.nn.Dropout(0.25)
+        self.head = torch.nn.Linear(12, 5, bias=head_bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(self.mix_bn(self.mix(x)))
+        x = self.gap(self.pool(x)).flatten(1)
+        return self.head(self.drop(x))
+
+
+class PaddleTwin(paddle.nn.Layer):
+    def __init__(self, exclusive_pool: bool = False, dropout_mode: str = "upscale_in_train", conv_bias: bool = True):
+        super().__init__()
+        self.conv1 = paddle.nn.Conv2D(3, 8, 3, stride=1, padding=1, bias_attr=False)
+        self.bn1 = paddle.nn.BatchNorm(8, act="relu")  # legacy: _mean/_variance are parameters
+        self.features = paddle.nn.Sequential(
+            paddle.nn.Conv2D(8, 12, 3, padding=1, bias_attr=None if conv_bias else False),
+            paddle.nn.BatchNorm2D(12),
+            paddle.nn.ReLU(),
+        )
+        self.avg = paddle.nn.AvgPool2D(3, stride=2, padding=1, exclusive=exclusive_pool)
+        self.flat = paddle.nn.AdaptiveAvgPool2D(1)
+        self.dropout = paddle.nn.Dropout(0.25, mode=dropout_mode)
+        self.fc = paddle.nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.features(self.bn1(self.conv1(x)))
+        x = self.flat(self.avg(x)).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+def seeded_torch(seed: int = 0, **kwargs) -> TorchTwin:
+    torch.manual_seed(seed)
+    model = TorchTwin(**kwargs)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    return model.eval()
+
+
+def seeded_paddle(seed: int = 0, **kwargs) -> PaddleTwin:
+    paddle.seed(seed)
+    model = PaddleTwin(**kwargs)
+    rng = np.random.default_rng(seed + 1)
+    for key, value in model.state_dict().items():
+        if key.endswith(("_mean", "_variance", "weight", "bias")) and value.ndim == 1:
+            low = 0.5 if key.endswith(("_variance", "weight")) else -0.3
+            value.set_value(rng.uniform(low, low + 0.6, value.shape).astype("float32"))
+    model.eval()
+    return model
+
+
+def inputs(*sizes, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, 3, size, size)).astype(np.float32) for size in sizes]
+
+
+def outputs(torch_model, paddle_model, x):
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    with paddle.no_grad():
+        got = paddle_model(paddle.to_tensor(x)).numpy()
+    return expected, got
+
+
+def assert_outputs_agree(torch_model, paddle_model, x):
+    expected, got = outputs(torch_model, paddle_model, x)
+    diff = float(np.max(np.abs(got - expected)))
+    assert diff <= 1e-5 * float(np.max(np.abs(expected))), f"outputs max|Δ| {diff:.3g} at input {x.shape}"
+
+
+def test_the_public_names_are_exported_from_parity():
+    assert parity.transfer_weights is transfer_weights
+    assert parity.TransferError is TransferError
+    assert issubclass(parity.ArchitecturesDiffer, parity.TransferError)
+    assert issubclass(parity.TransferRefused, parity.TransferError)
+    assert not issubclass(ArchitecturesDiffer, TransferRefused)
+
+
+def test_torch_to_paddle_renames_transposes_and_fills_batch_norm_parameters_in_place():
+    torch_model, paddle_model = seeded_torch(), seeded_paddle(seed=3)
+    held = paddle_model.bn1._mean  # a reference the user holds stays the model's tensor
+    pairing = transfer_weights(torch_model, paddle_model, inputs(32)[0])
+    assert pairing.rule == "execution_order" and pairing.direction == "torch_to_paddle"
+    entries = {entry.source: entry for entry in pairing}
+    assert entries["stem.1.running_mean"] == MapEntry("stem.1.running_mean", "bn1._mean", False)
+    assert entries["stem.1.running_var"].target == "bn1._variance"
+    assert entries["mix_bn.running_var"].target == "features.1._variance"
+    assert entries["head.weight"] == MapEntry("head.weight", "fc.weight", True)
+    assert pairing.transposed == ["fc.weight"]
+    assert not any("num_batches_tracked" in entry.source for entry in pairing)
+    assert len(pairing) == len(paddle_model.state_dict()) == 13
+    assert paddle_model.bn1._mean is held and isinstance(held, paddle.base.framework.EagerParamBase)
+    np.testing.assert_array_equal(held.numpy(), torch_model.stem[1].running_mean.numpy())
+    np.testing.assert_array_equal(paddle_model.fc.weight.numpy(), torch_model.head.weight.detach().numpy().T)
+    assert_outputs_agree(torch_model, paddle_model, inputs(32)[0])
+    (check,) = pairing.checks
+    assert check.input_shape == (1, 3, 32, 32) and check.max_abs_diff <= check.bound
+
+
+def test_paddle_to_torch_fills_the_torch_tensors_in_place():
+    torch_model, paddle_model = seeded_torch(seed=5), seeded_paddle(seed=0)
+    weight, running_var = torch_model.head.weight, torch_model.mix_bn.running_var
+    before = weight.detach().clone()
+    pairing = transfer_weights(torch_model, paddle_model, inputs(24)[0], direction="paddle_to_torch")
+    assert pairing.direction == "paddle_to_torch"
+    assert MapEntry("fc.weight", "head.weight", True) in pairing.entries
+    assert torch_model.head.weight is weight and torch_model.mix_bn.running_var is running_var
+    assert not torch.equal(weight, before)
+    np.testing.assert_array_equal(weight.detach().numpy(), paddle_model.fc.weight.numpy().T)
+    np.testing.assert_array_equal(running_var.numpy(), paddle_model.features[1]._variance.numpy())
+    assert_outputs_agree(torch_model, paddle_model, inputs(24)[0])
+
+
+def test_every_example_input_is_checked_whatever_its_size():
+    torch_model, paddle_model = seeded_torch(), seeded_paddle()
+    pairing = transfer_weights(torch_model, paddle_model, inputs(24, 40, 31))
+    assert [check.input_shape[2:] for check in pairing.checks] == [(24, 24), (40, 40), (31, 31)]
+    with pytest.raises(ValueError, match="empty list"):
+        transfer_weights(torch_model, paddle_model, [])
+    with pytest.raises(ValueError, match=r"example_input\[1\] must be a numeric"):
+        transfer_weights(torch_model, paddle_model, [inputs(24)[0], np.array(["a"])])
+
+
+def test_exclusive_average_pooling_is_named_with_both_values():
+    """Paddle's AvgPool2D(exclusive=True) against torch's count_include_pad=True: they part on the padded border."""
+    torch_model, paddle_model = seeded_torch(), seeded_paddle(exclusive_pool=True)
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, inputs(24, 40))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "example input #0 (1, 3, 24, 24)" in message
+    assert "torch pool (AvgPool2d) / paddle avg (AvgPool2D)" in message
+    assert "count_include_pad True vs False" in message, message
+    divergence = info.value.divergence
+    assert (divergence.torch_path, divergence.paddle_path) == ("pool", "avg")
+    assert divergence.torch_shape == divergence.paddle_shape == (1, 12, 12, 12)
+    assert divergence.max_abs_diff > divergence.bound
+
+
+def test_a_refused_transfer_leaves_the_target_as_it_was():
+    torch_model, paddle_model = seeded_torch(), seeded_paddle(exclusive_pool=True)
+    before = {key: value.numpy().copy() for key, value in paddle_model.state_dict().items()}
+    with pytest.raises(ArchitecturesDiffer):
+        transfer_weights(torch_model, paddle_model, inputs(24))
+    for key, value in paddle_model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), before[key], err_msg=key)
+
+
+def test_inference_dropout_scaling_is_named_with_both_values():
+    torch_model, paddle_model = seeded_torch(), seeded_paddle(dropout_mode="downscale_in_infer")
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, inputs(24))
+    message = str(info.value)
+    assert "torch drop (Dropout) / paddle dropout (Dropout)" in message
+    assert "inference_scale 1.0 vs 0.75" in message, message
+
+
+def test_a_bias_on_one_side_only_is_named():
+    torch_model, paddle_model = seeded_torch(), seeded_paddle(conv_bias=False)
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, inputs(24))
+    message = str(info.value)
+    assert "torch mix (Conv2d) / paddle features.0 (Conv2D)" in message, message
+    assert "bias present vs absent" in message, message
+
+
+def test_a_model_built_twice_pairs_by_structure_not_by_parameter_names():
+    torch_model = seeded_torch()
+    first, second = seeded_paddle(), seeded_paddle()
+    assert first.fc.weight.name != second.fc.weight.name  # paddle.utils.unique_name suffixed the second
+    for paddle_model in (first, second):
+        pairing = transfer_weights(torch_model, paddle_model, inputs(24)[0])
+        assert {entry.target for entry in pairing} == set(paddle_model.state_dict())
+        assert_outputs_agree(torch_model, paddle_model, inputs(24)[0])
+
+
+def test_the_map_file_round_trips_and_converts_a_state_dict(tmp_path):
+    torch_model, paddle_model = seeded_torch(), seeded_paddle()
+    pairing = transfer_weights(torch_model, paddle_model, inputs(24)[0])
+    weights, map_path = save_paddle_weights(paddle_model, tmp_path / "twin.pdparams", pairing)
+    assert map_path == tmp_path / "twin.map.tsv"
+    lines = map_path.read_text().splitlines()
+    assert lines[0] == "# parity transfer map v1 direction=torch_to_paddle rule=execution_order"
+    assert lines[1].split("\t") == ["source", "target", "transposed", "source_shape", "target_shape"]
+    assert "head.weight\tfc.weight\tyes\t5x12\t12x5" in lines
+    loaded = TransferMap.load(map_path)
+    assert loaded.entries == pairing.entries and loaded.direction == pairing.direction and loaded.rule == pairing.rule
+    assert dict(loaded.source_shapes) == dict(pairing.source_shapes)
+    torch_state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    converted = loaded.convert(torch_state)
+    saved = paddle.load(str(weights), return_numpy=True)
+    assert set(converted) == set(saved) == set(paddle_model.state_dict())
+    for key in converted:
+        np.testing.assert_array_equal(converted[key], saved[key], err_msg=key)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("source\ttarget\n")
+    with pytest.raises(TransferError, match="not a parity transfer map"):
+        TransferMap.load(bad)
+
+
+def test_tensors_that_do_not_pair_up_are_named():
+    torch_model, paddle_model = seeded_torch(head_bias=False), seeded_paddle()
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, inputs(24)[0])
+    message = str(info.value)
+    assert "torch head (Linear) / paddle fc (Linear)" in message and "bias absent vs present" in message
