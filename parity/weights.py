@@ -187,12 +187,15 @@ def build_paddle_model(arch: str = DEFAULT_ARCH, state: Optional[Mapping[str, np
     The keys of ``state`` must be exactly the model's (``set_state_dict``
     only warns about missing ones): anything else is a one-line UserError.
     """
+    from parity.dtype_cast import cast_floating, floating_state
+
     _check_dtype(dtype)
     model = model_zoo.arch(arch).new_paddle_model(dtype)
     # Paddle's legacy BatchNorm (DenseNet's) takes dtype='float32' as an argument and
-    # ignores the default dtype; cast whatever was created in another dtype.
-    if any(str(value.dtype).split(".")[-1] != dtype for value in model.state_dict().values()):
-        model.to(dtype=dtype)
+    # ignores the default dtype; cast whatever was created in another dtype.  Only
+    # floating tensors: Layer.to(dtype=) would make integer buffers float too.
+    if any(floating_state(value) and str(value.dtype).split(".")[-1] != dtype for value in model.state_dict().values()):
+        cast_floating(model, dtype)
     if state is not None:
         expected = set(model.state_dict())
         if set(state) != expected:
@@ -201,7 +204,10 @@ def build_paddle_model(arch: str = DEFAULT_ARCH, state: Optional[Mapping[str, np
                 f"the Paddle state dict does not fit paddle.vision's {arch}: "
                 f"missing keys: {_describe(missing) or 'none'}; unexpected keys: {_describe(unexpected) or 'none'}"
             )
-        model.set_state_dict({name: np.asarray(value, dtype=dtype) for name, value in state.items()})
+        model.set_state_dict(
+            {name: np.asarray(value, dtype=dtype) if floating_state(np.asarray(value)) else np.asarray(value)
+             for name, value in state.items()}
+        )
     model.eval()
     return model
 
