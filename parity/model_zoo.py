@@ -36,17 +36,55 @@ apply upstream's stated rule ("usually the last convolutional layer"):
 SqueezeNet's last Fire module, ``features[-1]`` (like VGG, its features end
 right before the classifier), and ShuffleNet's last conv block, ``conv5``
 (it has no ``features``).
+
+Hub pairs
+---------
+Besides the torchvision <-> paddle.vision twins (``ARCHS``, the ``zoo``
+profile), the zoo holds pairs of models from the two hubs, timm and
+PaddleClas (``HUB_PAIRS``, the ``hubs`` profile; declared in
+:mod:`parity.hubs`).  They are the same :class:`ArchSpec`: a builder with a
+hub prefix (``timm:resnet50d``, ``paddleclas:ResNet50_vd``), the
+``generic`` transfer rule, the input size the pair runs at, a reshape
+transform per side, and the :class:`Switch` es that make the Paddle model
+compute what the timm one does.  /work/notes/hub_schema.md (and
+:mod:`parity.hubs`) says how to declare one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from paddle_impl.errors import UserError
 
-__all__ = ["ArchSpec", "ARCHS", "DEFAULT_ARCH", "TRANSFER_RULES", "arch", "arch_names", "missing_builders"]
+__all__ = ["ArchSpec", "Switch", "ARCHS", "HUB_PAIRS", "DEFAULT_ARCH", "TRANSFER_RULES", "arch", "arch_names",
+           "hub_pair_names", "pair_by_id", "missing_builders"]
 
-TRANSFER_RULES = ("name", "execution_order")
+# "generic": parity.transfer.transfer_weights (names where they correspond, else execution order
+# and shapes), verified by a forward pass at the pair's own input size.
+TRANSFER_RULES = ("name", "execution_order", "generic")
+TIMM_PREFIX = "timm:"
+PADDLECLAS_PREFIX = "paddleclas:"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One documented setting that makes a hub's Paddle model compute what its timm twin computes.
+
+    Either ``paddle_kwargs`` (arguments the PaddleClas builder is called
+    with, e.g. ``padding_type="DYNAMIC"``) or ``apply(paddle_model)``, which
+    changes the built model in place and returns how many layers it changed
+    (0 means the switch found nothing to act on, which the harness refuses: a
+    stale switch must not pass silently), or both.  ``reason``
+    is the sentence the report prints: what differs, where, and why the
+    switched model is the same function.  The harness verifies each pair's
+    switches when it converts the weights: the forward check must fail
+    without them and pass with them.
+    """
+
+    name: str
+    reason: str
+    apply: Optional[Callable[[Any], int]] = field(default=None, compare=False)
+    paddle_kwargs: Tuple[Tuple[str, Any], ...] = ()
 DEFAULT_ARCH = "resnet50"
 
 
@@ -80,10 +118,48 @@ class ArchSpec:
     parity_paddle_target_layer: str = ""
     known_difference: str = ""
     differs_at: Tuple[str, str] = ("", "")
+    # -- hub pairs (parity.hubs); the torchvision twins leave these at their defaults --------
+    # timm.create_model's keyword arguments (after the name and pretrained=False).
+    torch_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    # (width, height) the hubs profile runs the light methods at; None: the image's own size.
+    input_size: Optional[Tuple[int, int]] = None
+    # Whether the hubs profile runs ScoreCAM/AblationCAM on the pair (small CNNs only: they rerun the
+    # network once per channel), and at which (width, height).
+    heavy_methods: bool = False
+    heavy_size: Optional[Tuple[int, int]] = None
+    # The forward check of the weight transfer runs at this (width, height); a model with a fixed
+    # token grid (ViT, Swin) needs its own size.  None: the transfer's default (64x64).
+    verify_size: Optional[Tuple[int, int]] = None
+    # reshape_transform of each side: "" none; "module:function" a function of the activation; "auto"
+    # recognised from the model's output layout (parity.hubs.resolve_reshape).
+    torch_reshape: str = ""
+    paddle_reshape: str = ""
+    # Applied to every Paddle model built for this entry (weights, workers, diagnosis), in order.
+    switches: Tuple[Switch, ...] = ()
+    # Free text for the report: what the pair is, where its two sides come from, anything notable.
+    note: str = ""
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER_RULES:
             raise ValueError(f"{self.name}: transfer must be one of {TRANSFER_RULES}, not {self.transfer!r}")
+        if self.hub and self.transfer != "generic":
+            raise ValueError(f"{self.name}: a hub pair's weights go through the generic transfer, not {self.transfer!r}")
+
+    @property
+    def hub(self) -> bool:
+        """Whether either side comes from a hub (timm, PaddleClas) rather than torchvision / paddle.vision."""
+        return self.torch_builder.startswith(TIMM_PREFIX) or self.paddle_builder.startswith(PADDLECLAS_PREFIX)
+
+    @property
+    def pair_id(self) -> str:
+        """``timm/resnet50d:paddleclas/ResNet50_vd`` (what ``--pair`` takes); ``torchvision/x:paddle.vision/x`` for the twins."""
+        def side(builder: str, hub_prefix: str, hub: str, default: str) -> str:
+            if builder.startswith(hub_prefix):
+                return f"{hub}/{builder[len(hub_prefix):].rsplit(':', 1)[-1]}"
+            return f"{default}/{builder}"
+
+        return (side(self.torch_builder, TIMM_PREFIX, "timm", "torchvision") + ":"
+                + side(self.paddle_builder, PADDLECLAS_PREFIX, "paddleclas", "paddle.vision"))
 
     @property
     def parity_target_layers(self) -> Tuple[str, str]:
@@ -99,21 +175,68 @@ class ArchSpec:
         return f"{self.name}_seed0.pth"
 
     def new_torch_model(self):
-        """A freshly initialised torchvision model (float32, train mode: as the builder returns it)."""
+        """A freshly initialised torch model (float32, train mode: as the builder returns it)."""
+        if self.torch_builder.startswith(TIMM_PREFIX):
+            try:
+                import timm
+            except ImportError:
+                raise UserError(f"{self.name}: timm is not installed; install the 'hubs' extra "
+                                "(pip install -r requirements.lock)") from None
+            return timm.create_model(self.torch_builder[len(TIMM_PREFIX):], pretrained=False, **dict(self.torch_kwargs))
         import torchvision
 
         return getattr(torchvision.models, self.torch_builder)()
 
-    def new_paddle_model(self, dtype: str = "float32"):
-        """A freshly initialised ``paddle.vision.models`` model whose parameters are created in ``dtype``."""
+    def new_paddle_model(self, dtype: str = "float32", switches: Union[bool, Sequence[str]] = True):
+        """A freshly initialised Paddle model whose parameters are created in ``dtype``, with the entry's switches applied.
+
+        ``switches=False`` builds the model as its hub ships it, a sequence of
+        switch names applies only those (to show that each switch is needed).
+        """
         import paddle
 
         previous = paddle.get_default_dtype()
         paddle.set_default_dtype(dtype)
         try:
-            return getattr(paddle.vision.models, self.paddle_builder)(**dict(self.paddle_kwargs))
+            if self.paddle_builder.startswith(PADDLECLAS_PREFIX):
+                from parity.hubs.paddleclas_loader import paddleclas_model
+
+                model = paddleclas_model(self.paddle_builder[len(PADDLECLAS_PREFIX):], **self.paddle_builder_kwargs(switches))
+            else:
+                model = getattr(paddle.vision.models, self.paddle_builder)(**self.paddle_builder_kwargs(switches))
         finally:
             paddle.set_default_dtype(previous)
+        self.apply_switches(model, switches)
+        return model
+
+    def _chosen_switches(self, switches: Union[bool, Sequence[str]]) -> List[Switch]:
+        if switches is True:
+            return list(self.switches)
+        if switches is False:
+            return []
+        unknown = set(switches) - {switch.name for switch in self.switches}
+        if unknown:
+            raise ValueError(f"{self.name} has no switch {sorted(unknown)}")
+        return [switch for switch in self.switches if switch.name in switches]
+
+    def paddle_builder_kwargs(self, switches: Union[bool, Sequence[str]] = True) -> Dict[str, Any]:
+        """The Paddle builder's keyword arguments: the entry's own, then those of the chosen switches."""
+        kwargs = dict(self.paddle_kwargs)
+        for switch in self._chosen_switches(switches):
+            kwargs.update(switch.paddle_kwargs)
+        return kwargs
+
+    def apply_switches(self, paddle_model, switches: Union[bool, Sequence[str]] = True) -> Dict[str, int]:
+        """Apply the chosen switches' ``apply`` to ``paddle_model``; {switch: layers changed}.  One that changes nothing is refused."""
+        changed: Dict[str, int] = {}
+        for switch in self._chosen_switches(switches):
+            if switch.apply is None:
+                continue
+            changed[switch.name] = int(switch.apply(paddle_model))
+            if changed[switch.name] < 1:
+                raise UserError(f"{self.name}: switch {switch.name!r} found nothing to change in the Paddle model "
+                                f"({type(paddle_model).__name__}); the entry no longer fits the installed PaddleClas")
+        return changed
 
     def torch_target(self, model, parity: bool = False):
         """The torch model's target layer (upstream's convention, or the parity pair's)."""
@@ -204,20 +327,57 @@ _ARCH_LIST: List[ArchSpec] = [
     ),
 ]
 
+# The torchvision <-> paddle.vision twins: the zoo profile, --model, python -m parity.convert.
 ARCHS: Mapping[str, ArchSpec] = {spec.name: spec for spec in _ARCH_LIST}
 
 
+def _hub_pairs() -> Dict[str, ArchSpec]:
+    # parity.hubs declares its entries with this module's ArchSpec, so it is imported after it.
+    from parity.hubs import hub_entries
+
+    pairs: Dict[str, ArchSpec] = {}
+    for spec in hub_entries():
+        if spec.name in ARCHS or spec.name in pairs:
+            raise ValueError(f"hub pair {spec.name!r} is declared twice (or clashes with a torchvision twin)")
+        if not spec.hub:
+            raise ValueError(f"hub pair {spec.name!r} has no hub builder (timm:... / paddleclas:...)")
+        pairs[spec.name] = spec
+    return pairs
+
+
+# timm <-> PaddleClas pairs (parity.hubs): the hubs profile and --pair.
+HUB_PAIRS: Mapping[str, ArchSpec] = _hub_pairs()
+
+
 def arch_names() -> List[str]:
-    """Registry order: ResNets, VGG, MobileNets, DenseNet, SqueezeNet, ShuffleNet."""
+    """The torchvision twins, in registry order: ResNets, VGG, MobileNets, DenseNet, SqueezeNet, ShuffleNet."""
     return list(ARCHS)
 
 
+def hub_pair_names() -> List[str]:
+    """The timm <-> PaddleClas pairs, in declaration order (CNNs, then transformers)."""
+    return list(HUB_PAIRS)
+
+
 def arch(name: str) -> ArchSpec:
-    """The spec of ``name``; an unknown name is a one-line :class:`UserError` listing the known ones."""
+    """The spec of ``name`` (a twin or a hub pair); an unknown name is a one-line :class:`UserError` listing the known ones."""
     try:
-        return ARCHS[name]
+        return ARCHS[name] if name in ARCHS else HUB_PAIRS[name]
     except (KeyError, TypeError):
-        raise UserError(f"unknown architecture {name!r} (known: {', '.join(ARCHS)})") from None
+        raise UserError(f"unknown architecture {name!r} (known: {', '.join([*ARCHS, *HUB_PAIRS])})") from None
+
+
+def pair_by_id(pair_id: str) -> ArchSpec:
+    """The hub pair ``timm/NAME:paddleclas/NAME`` names; a one-line :class:`UserError` listing them when none does."""
+    text = pair_id.strip()
+    for spec in HUB_PAIRS.values():
+        if spec.pair_id == text or spec.name == text:
+            return spec
+    if not text.startswith("timm/") or ":paddleclas/" not in text:
+        raise UserError(f"invalid pair {pair_id!r}: expected timm/NAME:paddleclas/NAME, e.g. "
+                        "timm/resnet50d:paddleclas/ResNet50_vd")
+    raise UserError(f"no registry entry for the pair {pair_id!r} (registered: "
+                    f"{', '.join(spec.pair_id for spec in HUB_PAIRS.values())})")
 
 
 def missing_builders() -> Dict[str, str]:

@@ -1,0 +1,155 @@
+"""A hub pair's weights: the timm state dict into the PaddleClas model, forward-checked, switches verified.
+
+The transfer itself is the project's generic one, ``parity.transfer.transfer_weights``
+(names where they correspond, else execution order and shapes; it fills
+the Paddle model in place and ends with a forward check that names the
+first module whose outputs part).  While that module is not available the
+zoo's execution-order pairing (``parity.weight_transfer``) does the same
+for the CNN pairs, followed by the same kind of forward check.
+
+A pair with :class:`parity.model_zoo.Switch` es is verified both ways on
+the pair's own input size: with the switches the forward check must pass;
+without them it must fail (else the switch is not needed and the entry is
+wrong).  :class:`SwitchCheck` keeps both outcomes for the report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from paddle_impl.errors import UserError
+
+__all__ = ["SwitchCheck", "HubTransfer", "transfer_pair", "verification_shapes"]
+
+_DEFAULT_VERIFY = (64, 64)
+
+
+@dataclass(frozen=True)
+class SwitchCheck:
+    """What a pair's switches change: the forward check's verdict without them and with them."""
+
+    switches: Tuple[Tuple[str, str], ...]  # (name, reason)
+    without: Tuple[str, ...]  # per switch: the transfer's error with every other switch but not this one
+    with_switches: str  # the forward check's summary with all of them
+
+    def sentence(self) -> str:
+        """One paragraph for the report: each switch, why, and the proof that it is needed and enough."""
+        applied = "; ".join(f"{name} ({reason})" for name, reason in self.switches)
+        return (f"switches applied to the Paddle model: {applied}. Verified: each one is needed "
+                f"({' | '.join(self.without)}), and with all of them {self.with_switches}")
+
+
+@dataclass(frozen=True)
+class HubTransfer:
+    state: Dict[str, np.ndarray]
+    summary: str
+    switch_check: Optional[SwitchCheck]
+
+
+def verification_shapes(spec: Any) -> List[Tuple[int, int, int, int]]:
+    """The inputs the transfer is checked on: every size the pair runs at (its verify size, else its input size, and
+    the heavy methods' size), so a model whose padding depends on the input size is checked where it is used."""
+    sizes = [spec.verify_size or spec.input_size or _DEFAULT_VERIFY]
+    if spec.heavy_methods and spec.heavy_size and spec.heavy_size not in sizes:
+        sizes.append(spec.heavy_size)
+    return [(1, 3, height, width) for width, height in sizes]
+
+
+def _generic_transfer():
+    try:
+        from parity.transfer import transfer_weights
+    except ImportError:
+        return None
+    return transfer_weights
+
+
+def _fill_by_execution_order(torch_model: Any, paddle_model: Any, shape) -> None:
+    """The zoo's execution-order pairing, applied in place (the fallback while parity.transfer is missing)."""
+    from parity.weight_transfer import (_join, _local_map, _paddle_kind, _torch_modules, _torch_own_tensors,
+                                        pair_layers_by_execution_order)
+
+    pairs = pair_layers_by_execution_order(torch_model, paddle_model, shape)
+    modules = dict(_torch_modules(torch_model))
+    torch_state = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
+    paddle_layers = dict(paddle_model.named_sublayers(include_self=True))
+    new_state: Dict[str, np.ndarray] = {}
+    for pair in pairs:
+        own = _torch_own_tensors(modules[pair.torch_path])
+        linear = _paddle_kind(paddle_layers[pair.paddle_path]) == "linear"
+        for t_local, p_local in _local_map(own).items():
+            value = torch_state[_join(pair.torch_path, t_local)]
+            if linear and t_local == "weight":
+                value = np.ascontiguousarray(value.T)
+            new_state[_join(pair.paddle_path, p_local)] = value
+    expected = paddle_model.state_dict()
+    missing = sorted(set(expected) - set(new_state))
+    if missing:
+        from parity.weight_transfer import TransferError
+
+        raise TransferError(f"execution-order pairing leaves Paddle tensors without a source: {', '.join(missing[:6])}")
+    paddle_model.set_state_dict({k: v.astype(str(expected[k].dtype).split(".")[-1]) for k, v in new_state.items()})
+
+
+def _transfer_and_check(spec: Any, torch_model: Any, paddle_model: Any, x: List[np.ndarray]) -> str:
+    """Fill ``paddle_model`` from ``torch_model`` and forward-check on every input of ``x``; a one-line summary."""
+    transfer_weights = _generic_transfer()
+    if transfer_weights is not None:
+        pairing = transfer_weights(torch_model, paddle_model, x, direction="torch_to_paddle")
+        checks = "; ".join(f"input {tuple(c.input_shape)}: max|Δ| {c.max_abs_diff:.3g} <= bound {c.bound:.3g} "
+                           f"({c.relative:.2g} of max|torch output| {c.reference_max_abs:.3g})"
+                           for c in getattr(pairing, "checks", ()))
+        return (f"{spec.name}: {len(pairing)} tensors transferred ({pairing.rule} pairing), outputs agree"
+                + (f", {checks}" if checks else ""))
+    from parity.weight_transfer import check_logits
+
+    _fill_by_execution_order(torch_model, paddle_model, tuple(x[0].shape))
+    return "; ".join(check_logits(torch_model, paddle_model, one, spec.name, rule="execution_order").summary()
+                     for one in x)
+
+
+def _to_numpy_state(paddle_model: Any) -> Dict[str, np.ndarray]:
+    return {name: np.asarray(value.numpy()) for name, value in paddle_model.state_dict().items()}
+
+
+def transfer_pair(spec: Any, torch_state: Mapping[str, Any]) -> HubTransfer:
+    """The verified Paddle state dict of ``spec``'s PaddleClas model from a timm state dict (float32).
+
+    Raises the transfer's ``ArchitecturesDiffer`` when the two models do not
+    compute the same function (with the switches applied), and a UserError
+    when a switch turns out not to be needed.
+    """
+    import torch
+
+    from parity.weight_transfer import verification_input
+    from parity.weights import build_torch_model
+
+    state = {name: np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+             for name, value in torch_state.items()}
+    torch_model = build_torch_model(spec.name, state, "float32")
+    x = [verification_input(shape) for shape in verification_shapes(spec)]
+    names = [switch.name for switch in spec.switches]
+    without: List[str] = []
+    for left_out in names:
+        # Each switch on its own must be needed: with every other switch applied, the check fails without it.
+        partial = spec.new_paddle_model("float32", switches=[name for name in names if name != left_out])
+        partial.eval()
+        try:
+            _transfer_and_check(spec, torch_model, partial, x)
+        except UserError as error:
+            without.append(f"without {left_out!r}: {error}")
+        else:
+            raise UserError(f"{spec.name}: the Paddle model agrees with timm without the switch {left_out!r}: "
+                            "the entry's switch is not needed")
+    paddle_model = spec.new_paddle_model("float32")
+    paddle_model.eval()
+    summary = _transfer_and_check(spec, torch_model, paddle_model, x)
+    switch_check = None
+    if spec.switches:
+        switch_check = SwitchCheck(tuple((s.name, s.reason) for s in spec.switches), tuple(without), summary)
+    return HubTransfer(_to_numpy_state(paddle_model), summary, switch_check)
+
+
+def describe_switches(checks: List[SwitchCheck]) -> str:
+    return " ".join(check.sentence() for check in checks)
