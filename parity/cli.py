@@ -77,6 +77,15 @@ def _layer_paths(text: str) -> str:
     return text
 
 
+def _pair(text: str) -> str:
+    from parity.model_zoo import pair_by_id
+
+    try:
+        return pair_by_id(text).name
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -120,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=arch_names(), default=None,
                         help="run the profile on this model of the zoo, at its default target layer unless --target-layers "
                         "(default: ResNet50, or the models the zoo and upstream-suite profiles choose)")
+    parser.add_argument("--pair", type=_pair, default=None, metavar="timm/NAME:paddleclas/NAME",
+                        help="run one timm <-> PaddleClas pair of the registry (parity.hubs), e.g. "
+                        "timm/resnet50d:paddleclas/ResNet50_vd: both models with seeded weights, the verified transfer, "
+                        "and the hubs profile's methods on it (default: no pair; --profile hubs runs them all)")
     parser.add_argument("--target-layers", type=_layer_paths, default=None, metavar="EXPR[,EXPR...]",
                         help="target layers as attribute/index paths on the model, e.g. 'layer4[-1],layer4[-2]' "
                         "(evaluated on both frameworks' models; default: the profile's, or the model's default)")
@@ -284,7 +297,20 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> in
         return _run(args)
 
 
-_MULTI_MODEL_PROFILES = ("zoo", "upstream-suite")
+_MULTI_MODEL_PROFILES = ("zoo", "upstream-suite", "hubs")
+
+
+def _apply_pair(args) -> None:
+    """--pair runs the hubs profile on that one pair: it chooses the profile and leaves --model out."""
+    if args.pair is None:
+        return
+    argv = getattr(args, "argv", []) or []
+    chosen = [item for item in argv if item == "--profile" or item.startswith("--profile=")]
+    if chosen and args.profile != "hubs":
+        raise UserError(f"--pair runs the hubs profile on one pair; it cannot be combined with --profile {args.profile}")
+    if args.model is not None:
+        raise UserError("--pair names both models; it cannot be combined with --model")
+    args.profile = "hubs"
 
 
 def _setup_transform(args):
@@ -292,7 +318,7 @@ def _setup_transform(args):
     given = {name: getattr(args, name) for name in ("model", "target_layers", "paddle_target_layers", "batch", "size")}
     if args.profile == "upstream-suite":
         given["target_category"] = args.target_category
-    if args.profile in _MULTI_MODEL_PROFILES:
+    if args.profile in _MULTI_MODEL_PROFILES and getattr(args, "pair", None) is None:
         clashing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
         if clashing:
             raise UserError(f"{', '.join(clashing)} cannot be combined with --profile {args.profile}, "
@@ -321,7 +347,7 @@ def _setup_transform(args):
 def _prepare_weights(args, models: List[str]):
     """Each model's weights pair and identity; the models whose paddle.vision twin differs, and why."""
     from parity.weight_transfer import ArchitecturesDiffer
-    from parity.weights import ensure_paddle_weights, resolve_weights, sha256_of, weights_identity
+    from parity.weights import ensure_paddle_weights, hub_transfer_facts, resolve_weights, sha256_of, weights_identity
 
     if args.weights != "default" and len(models) > 1:
         raise UserError(f"--weights {args.weights} names one model's weights, but this run uses {len(models)} models "
@@ -345,6 +371,8 @@ def _prepare_weights(args, models: List[str]):
             "torch_path": _display(torch_weights), "torch_sha256": sha256_of(torch_weights),
             "paddle_path": _display(paddle_weights), "paddle_sha256": sha256_of(paddle_weights),
         }
+        # A hub pair: which two models, the transfer's forward check, and any switch with its proof.
+        provenance[model].update(hub_transfer_facts(paddle_weights))
     return pairs, provenance, unavailable
 
 
@@ -384,6 +412,7 @@ def prepare_run(args):
     from parity.config import fault_injection_from_env, make_config
     from parity.provenance import base_provenance
 
+    _apply_pair(args)
     out = Path(args.out)
     transform = _setup_transform(args)
     _check_device(args.device)
@@ -396,6 +425,8 @@ def prepare_run(args):
         split_units={"auto": None, "always": True, "never": False}[args.weights_units],
         case_timeout=args.case_timeout, inject_fault=fault_injection_from_env(),
     )
+    if args.pair is not None:
+        config.cases = [case for case in config.cases if case.setup.model == args.pair]
     if not config.cases:
         raise UserError(f"no case to run: none of the selected methods has any of the modes {', '.join(args.smooth or [])}")
     config.weights, weights_provenance, config.unavailable = _prepare_weights(args, config.models)

@@ -296,6 +296,19 @@ def _zoo_setups(spec: MethodSpec) -> List[Setup]:
     return [Setup(name=model, model=model, size=size, cost_scale=_pixels_scale(size)) for model in arch_names()]
 
 
+def _hub_setups(spec: MethodSpec) -> List[Setup]:
+    """Every timm <-> PaddleClas pair at its own input size; ScoreCAM/AblationCAM on the pairs that allow them."""
+    from parity.model_zoo import HUB_PAIRS
+
+    setups = []
+    for name, pair in HUB_PAIRS.items():
+        if spec.reruns_network_per_channel and not pair.heavy_methods:
+            continue  # one ScoreCAM pass reruns the network per channel: small CNNs only
+        size = pair.heavy_size if spec.reruns_network_per_channel else pair.input_size
+        setups.append(Setup(name=name, model=name, size=size, cost_scale=_pixels_scale(size)))
+    return setups
+
+
 # Upstream's own tests/test_run_all_models.py: resnet18 with two target layers and vgg11, batch 2 at
 # 32x32 and batch 1 at 32x40, the argmax and category 100, eigen_smooth on and off.
 _UPSTREAM_MODELS = (("resnet18", "layer4[-1],layer4[-2]"), ("vgg11", "features[-1]"))
@@ -331,6 +344,9 @@ PROFILES: Dict[str, Profile] = {
         Profile("upstream-suite", "upstream's tests/test_run_all_models.py matrix: resnet18 (two layers) and vgg11, "
                 "batch 2 at 32x32 and 1 at 32x40, argmax and category 100, eigen_smooth on and off",
                 SEED_METHODS, PLAIN_SMOOTHS, _upstream_suite_setups),
+        Profile("hubs", "every timm <-> PaddleClas pair of the registry (parity.hubs: CNNs and transformers) x the 8 "
+                "seed methods, no smoothing, at each pair's input size and default target layers; ScoreCAM/AblationCAM "
+                "on the small CNN pairs only, at their smaller size", SEED_METHODS, ("no_smooth",), _hub_setups),
     ]
 }
 

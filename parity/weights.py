@@ -56,6 +56,7 @@ __all__ = [
     "ensure_paddle_weights",
     "state_dict_identity",
     "weights_identity",
+    "hub_transfer_facts",
 ]
 
 # fixtures/weights in a checkout; under the per-user data directory when installed
@@ -238,6 +239,11 @@ def seeded_torch_state(arch: str = DEFAULT_ARCH, seed: int = DEFAULT_SEED, rando
     import torch
 
     spec = model_zoo.arch(arch)
+    if spec.hub:
+        # A hub pair's init leaves many tensors constant (norms, zero-init gammas, tokens): all get seeded noise.
+        from parity.hubs.seeding import seeded_hub_state
+
+        return seeded_hub_state(spec, seed)
     torch.manual_seed(seed)
     model = spec.new_torch_model()
     if randomize_batch_norm:
@@ -319,10 +325,44 @@ def convert_file(torch_path: Path, paddle_path: Path, arch: str = DEFAULT_ARCH) 
 def _convert(torch_state: Mapping[str, np.ndarray], paddle_path: Path, arch: str = DEFAULT_ARCH):
     import paddle
 
+    if model_zoo.arch(arch).hub:
+        return _convert_hub_pair(torch_state, Path(paddle_path), arch)
     from parity.weight_transfer import convert_state_dict
 
     converted, check = convert_state_dict(torch_state, arch, verify=True)
     return _write_with_sha(paddle_path, lambda tmp: paddle.save(converted, str(tmp))), check
+
+
+def _hub_sidecar(converted: Path) -> Path:
+    return converted.with_name(converted.stem + ".transfer.json")
+
+
+def _convert_hub_pair(torch_state: Mapping[str, np.ndarray], paddle_path: Path, arch: str):
+    """A hub pair: the generic transfer into PaddleClas's model (switches verified), with what it found beside it."""
+    import json
+
+    import paddle
+
+    from parity.hubs.pairing import transfer_pair
+
+    spec = model_zoo.arch(arch)
+    done = transfer_pair(spec, torch_state)
+    path = _write_with_sha(paddle_path, lambda tmp: paddle.save(done.state, str(tmp)))
+    write_text(_hub_sidecar(path), json.dumps({
+        "pair": spec.pair_id, "transfer": done.summary,
+        "switches": done.switch_check.sentence() if done.switch_check else "",
+    }, indent=1) + "\n")
+    return path, done
+
+
+def hub_transfer_facts(paddle_path: Path) -> Dict[str, str]:
+    """What the conversion of a hub pair found (pair, transfer summary, switches and their proof); {} for the twins."""
+    import json
+
+    sidecar = _hub_sidecar(Path(paddle_path))
+    if not sidecar.exists():
+        return {}
+    return {key: value for key, value in json.loads(sidecar.read_text()).items() if value}
 
 
 def converted_path(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str = DEFAULT_ARCH) -> Path:
@@ -332,7 +372,14 @@ def converted_path(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DIR, arch
     caches stay valid.
     """
     torch_path = Path(torch_path)
-    tag = "" if arch == DEFAULT_ARCH else f"-{model_zoo.arch(arch).name}"
+    spec = model_zoo.arch(arch)
+    tag = "" if arch == DEFAULT_ARCH else f"-{spec.name}"
+    if spec.hub:
+        # A hub pair's conversion also depends on its entry (builders, their arguments, switches): a changed entry
+        # must not reuse a conversion made for the old one.
+        entry = repr((spec.torch_builder, spec.paddle_builder, spec.torch_kwargs, sorted(spec.paddle_builder_kwargs().items()),
+                      [switch.name for switch in spec.switches]))
+        tag += "-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
     return Path(directory) / "converted" / f"{torch_path.stem}{tag}-{sha256_of(torch_path)[:16]}.pdparams"
 
 
@@ -344,6 +391,9 @@ def ensure_paddle_weights(torch_path: Path, directory: Path = DEFAULT_WEIGHTS_DI
     """
     torch_path = Path(torch_path)
     paddle_path = converted_path(torch_path, directory, arch)
+    hub_facts_missing = model_zoo.arch(arch).hub and not _hub_sidecar(paddle_path).exists()
+    if hub_facts_missing and paddle_path.exists():
+        paddle_path.unlink()  # converted before its facts were written: convert again
     if not (paddle_path.exists() and _identity_sidecar(paddle_path).exists()):
         torch_state = load_torch_state_dict(torch_path)
         if not paddle_path.exists():

@@ -248,7 +248,8 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
     recorder = StageRecorder(side.to_numpy, reuse_weights=job.is_unit or (job.reuse_weights and spec.reruns_network_per_channel))
     recorder.weights_memo.update(seeds)
     cases: Dict[str, Dict] = {}
-    with released(build_cam(spec, side.library, job.framework, side.model, layers)) as cam:
+    reshape = _reshape_transform(job, side.model)
+    with released(build_cam(spec, side.library, job.framework, side.model, layers, reshape)) as cam:
         if job.batch_size is not None and hasattr(cam, "batch_size"):
             cam.batch_size = job.batch_size
         if hasattr(cam, "engine_threads"):
@@ -284,6 +285,19 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
                 "target_categories": stages["targets"].tolist() if "targets" in stages else [],
             }
     return {"cases": cases}
+
+
+def _reshape_transform(job: WorkerJob, model):
+    """The model's reshape_transform on this side, as its zoo entry declares it (None for the CNNs)."""
+    from parity.model_zoo import arch
+
+    spec = arch(job.setup.model)
+    declared = spec.torch_reshape if job.framework == "torch" else spec.paddle_reshape
+    if not declared:
+        return None
+    from parity.hubs import resolve_reshape
+
+    return resolve_reshape(declared, job.framework, model, job.setup.size)
 
 
 _METHOD_ERROR_CHARS = 3000
