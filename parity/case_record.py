@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from parity.compare import CaseComparison, compare_case
+from parity.compare import CaseComparison, compare_case, ties, vacuity_note
 from parity.diagnose import DIAGNOSED_STAGES
 from parity.config import RunConfig
 from parity.outcome import JobOutcome
@@ -65,6 +65,8 @@ def empty_record(config: RunConfig, case: Case) -> Dict:
         "image_size": None, "passed": False, "error": None, "architecture_differs": None,
         "cam_max_abs_diff": None, "cam_mean_abs_diff": None, "overlay_identical_fraction": None,
         "overlay_max_diff": None, "first_divergent_stage": None, "first_divergent_layer": None, "message": "",
+        # why the comparison proves nothing (both maps flat) or was decided by a tie; None when neither
+        "vacuous": None, "ill_conditioned": None,
         "paddle_seconds": None, "torch_seconds": None, "torch_cached": False, "weights_reused": {},
         "target_categories": {}, "threads": {}, "flags": [], "stages": [], "files": case_files(case),
     }
@@ -132,6 +134,9 @@ def finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_o
         overlay_max_diff=int(overlay_diff.max_abs_diff),
         first_divergent_stage=None if first is None else first.stage,
         message=comparison.message() + _diagnosis_line(record["first_divergent_layer"]),
+        vacuous=vacuity_note(sides["paddle"]["cam"], sides["torch"]["cam"]),
+        ill_conditioned="; ".join(ties(spec, config.dtype, sides["paddle"], sides["torch"],
+                                       record.get("target_category"))) or None,
         flags=sorted(set(record["flags"]) | set(stage_flags(sides["torch"])) | set(stage_flags(sides["paddle"]))),
         stages=[s.to_json() for s in comparison.stages],
     )

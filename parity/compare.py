@@ -17,7 +17,8 @@ import numpy as np
 
 from parity.registry import STAGES, MethodSpec
 
-__all__ = ["StageBound", "StageDiff", "CaseComparison", "stage_bounds", "compare_stage", "compare_case"]
+__all__ = ["StageBound", "StageDiff", "CaseComparison", "stage_bounds", "compare_stage", "compare_case",
+           "VACUOUS_RANGE", "vacuous_images", "vacuity_note", "ties"]
 
 # Scale-relative bounds of the intermediate stages, from the quick profile on
 # this machine (worst case over the 32 cases, relative to max|torch|):
@@ -205,3 +206,95 @@ def compare_case(
             continue
         diffs.append(compare_stage(stage, paddle[stage], torch[stage], bound))
     return CaseComparison(case_id, diffs)
+
+
+# -- cases whose comparison proves nothing ----------------------------------------------------
+# Below this range (max - min) a final CAM holds no picture: seeded weights at 32x32 often leave
+# nothing to explain, and two all-zero maps agree whatever the port computes.
+VACUOUS_RANGE = 1e-6
+
+# Methods whose map's sign is chosen by comparing |max| with |min| of a projection
+# (upstream's get_2d_projection_with_sign_correction): the stage that holds the projection.
+_SIGN_CORRECTED = {"segeigencam": "raw_cam"}
+
+
+def _per_image(cam: np.ndarray) -> np.ndarray:
+    """(B, everything else) float64: one row per image of the batch (DFF's concepts stay with their image)."""
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.ndim < 3:
+        cam = cam[None]
+    return cam.reshape(cam.shape[0], -1)
+
+
+def vacuous_images(paddle_cam: np.ndarray, torch_cam: np.ndarray) -> List[int]:
+    """The batch's images whose final CAM is flat (max - min < ``VACUOUS_RANGE``) on both sides.
+
+    NaN is not flat (NaN < x is False): a non-finite map is a finding, not a vacuous one.
+    """
+    p, t = _per_image(paddle_cam), _per_image(torch_cam)
+    if p.shape[0] != t.shape[0] or p.size == 0 or t.size == 0:
+        return []
+    with np.errstate(invalid="ignore"):
+        flat_p = (p.max(axis=1) - p.min(axis=1)) < VACUOUS_RANGE
+        flat_t = (t.max(axis=1) - t.min(axis=1)) < VACUOUS_RANGE
+    return [int(i) for i in np.flatnonzero(flat_p & flat_t)]
+
+
+def vacuity_note(paddle_cam: np.ndarray, torch_cam: np.ndarray) -> Optional[str]:
+    """Why a case is vacuous (a sentence), or None when every image's maps have structure."""
+    flat = vacuous_images(paddle_cam, torch_cam)
+    if not flat:
+        return None
+    images = _per_image(torch_cam).shape[0]
+    which = "the only image" if images == 1 else f"image{'s' if len(flat) > 1 else ''} {', '.join(map(str, flat))} of {images}"
+    return (f"both final CAMs are flat (max - min < {VACUOUS_RANGE:g}) for {which}: the comparison "
+            "shows nothing about the port")
+
+
+def _gap_rows(values: np.ndarray) -> np.ndarray:
+    """The last axis's two largest values' gap, one per row (every other axis flattened)."""
+    rows = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
+    if rows.shape[1] < 2:
+        return np.full(rows.shape[0], np.inf)
+    top = np.sort(rows, axis=1)[:, -2:]
+    return top[:, 1] - top[:, 0]
+
+
+def _sign_gaps(projection: np.ndarray) -> np.ndarray:
+    """| |max| - |min| | of each projection (one per call and image)."""
+    rows = np.asarray(projection, dtype=np.float64)
+    rows = rows.reshape(-1, int(np.prod(rows.shape[-2:]))) if rows.ndim >= 2 else rows.reshape(1, -1)
+    return np.abs(np.abs(rows.max(axis=1)) - np.abs(rows.min(axis=1)))
+
+
+def ties(spec: MethodSpec, dtype: str, paddle: Dict[str, np.ndarray], torch: Dict[str, np.ndarray],
+         target_category: Optional[int]) -> List[str]:
+    """The decisions of a case that a tie made: each a sentence; empty when none.
+
+    A decision is a tie when the two quantities it compares are closer than the
+    bound the comparison allows for their stage: within it, float rounding on
+    either side may decide, and the two sides may decide differently.
+
+    - SegEigenCAM keeps or flips its projection by comparing |max| with |min|
+      (a target layer with two spatial positions gives exactly +a and -a);
+    - without a target category, the class explained is the argmax of the
+      logits: two classes with equal scores leave the choice to rounding.
+    """
+    bounds = stage_bounds(spec, dtype)
+    found: List[str] = []
+    stage = _SIGN_CORRECTED.get(spec.name)
+    if stage and stage in torch and stage in paddle:
+        margin = bounds[stage].limit(np.nan_to_num(np.asarray(torch[stage], dtype=np.float64)))
+        gaps = np.concatenate([_sign_gaps(paddle[stage]), _sign_gaps(torch[stage])])
+        if gaps.size and float(np.nanmin(gaps)) <= margin:
+            found.append(f"sign correction decided by a tie: | |max| - |min| | of the projection is "
+                         f"{float(np.nanmin(gaps)):.3e}, within the {stage} bound {margin:.3e}")
+    if target_category is None and "logits" in torch and "logits" in paddle:
+        logits_t = np.asarray(torch["logits"])
+        if logits_t.ndim >= 1 and logits_t.shape[-1] >= 2:
+            margin = bounds["logits"].limit(np.nan_to_num(logits_t.astype(np.float64)))
+            gaps = np.concatenate([_gap_rows(paddle["logits"]), _gap_rows(logits_t)])
+            if gaps.size and float(np.nanmin(gaps)) <= margin:
+                found.append(f"target class decided by a tie: the two highest scores differ by "
+                             f"{float(np.nanmin(gaps)):.3e}, within the logits bound {margin:.3e}")
+    return found

@@ -17,6 +17,8 @@ from parity.report_verdict import _EMOJI, case_status
 
 # How many not-passing cases the first screen names before it points at the metrics table.
 _FIRST_SCREEN_NAMES = 8
+# The statuses the first screen names: failures first, then what proves nothing.
+_NOT_PASSING = ("failed", "error", "float32 only", "ill-conditioned", "vacuous")
 
 
 def _bounds_note(cases: Sequence[Mapping]) -> str:
@@ -41,6 +43,10 @@ def _matrix_cell(case: Optional[Mapping], links: _Links) -> str:
         text = "💥\u00a0error"
     elif status == "architectures differ":
         text = "🔶\u00a0n/a"
+    elif status == "vacuous":
+        text = f"{_EMOJI[status]}\u00a0flat"
+    elif status == "ill-conditioned":
+        text = f"{_EMOJI[status]}\u00a0tie"
     else:
         text = f"{_EMOJI[status]}\u00a0{_of_bound(case)}"
     return links.case(case, text)
@@ -102,6 +108,12 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
     if "architectures differ" in statuses:
         keys.append("🔶 paddle.vision's architecture differs from torchvision's: the case cannot pass and is "
                     "not a port failure (not counted)")
+    if "vacuous" in statuses:
+        keys.append("⚪ vacuous: both final CAMs are flat for an image of the batch, so the comparison shows "
+                    "nothing (not counted as passed)")
+    if "ill-conditioned" in statuses:
+        keys.append("⚖️ ill-conditioned: a tie (the sign of a projection, or two classes with equal scores) "
+                    "decided the result, and rounding breaks it either way (not counted as passed or failed)")
     if "float32 only" in statuses:
         keys.append("🟡 over its bound in float32, within every float64 bound when rerun: rounding that the "
                     "method amplifies, not the port (not counted; the case says why)")
@@ -111,7 +123,7 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
 
 
 def _not_passing_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
-    bad = [c for c in cases if case_status(c) in ("failed", "error", "float32 only")]
+    bad = [c for c in cases if case_status(c) in _NOT_PASSING]
     if not bad:
         return []
     names = []
@@ -367,6 +379,11 @@ def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: st
     if status == "architectures differ":
         lines += [f"🔶 **Architectures differ**: {_cell(case['architecture_differs'])} This case cannot pass "
                   "and is not a port failure; it is counted neither as passed nor as failed.", ""]
+    if status == "vacuous":
+        lines += [f"⚪ **Vacuous**: {_cell(case.get('vacuous') or 'the final CAM is all zeros on both sides')}. "
+                  "Not counted as passed.", ""]
+    if case.get("ill_conditioned"):
+        lines += [f"⚖️ **Ill-conditioned**: {_cell(case['ill_conditioned'])}.", ""]
     if isinstance(case.get("first_divergent_layer"), Mapping):
         lines += [_layer_text(case["first_divergent_layer"]), ""]
 
@@ -395,7 +412,7 @@ def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: st
         message = case.get("message")
         if message and message.strip() != str(case["error"]).strip():
             lines += _fenced(message) + [""]
-    elif status in ("failed", "float32 only"):
+    elif status in ("failed", "float32 only") or (status == "ill-conditioned" and not case.get("passed")):
         lines += _fenced(case.get("message") or "(no message)") + [""]
     return lines
 

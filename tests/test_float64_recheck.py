@@ -67,4 +67,4 @@ def test_only_a_passing_float64_rerun_makes_a_failure_float32_only(float64_check
     else:
         assert counts["failed"] == 0 and counts["float32_only"] == 1 and status_allows_success(record)
         assert verdict_line(results).startswith("✅")
-        assert "**1/1 cases passed**" in summary_line(results) and "float32 only, float64 agrees: 1" in summary_line(results)
+        assert "**1/2 cases passed**" in summary_line(results) and "float32 only, float64 agrees: 1" in summary_line(results)

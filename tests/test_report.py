@@ -182,8 +182,8 @@ def test_report_contents(tmp_path):
     assert path == tmp_path / "parity.md"
     text = _plain(path.read_text(encoding="utf-8"))
 
-    assert "**2/4 cases passed** · overlays byte-identical: 1/4 · errors: 1" in text
-    assert summary_line(results) == "**2/4 cases passed** · overlays byte-identical: 1/4 · errors: 1"
+    assert "**2/4 cases passed** · failed: 1 · overlays byte-identical: 1/4 · errors: 1" in text
+    assert summary_line(results) == "**2/4 cases passed** · failed: 1 · overlays byte-identical: 1/4 · errors: 1"
 
     # provenance
     for needle in (IMAGE_SHA, TORCH_SHA, PADDLE_SHA, "3.11.7", "2.14.1", "0.29.1", "3.3.1", "1.5.7",

@@ -240,9 +240,9 @@ def test_zoo_matrix_is_setup_by_method_with_architectures_differ(tmp_path):
     squeeze = next(line for line in first.splitlines() if line.startswith("| [squeezenet1_1](#setup-squeezenet1_1)"))
     assert "🔶 architectures differ at `features.0`" in squeeze
     assert squeeze.count("🔶\u00a0n/a") == len(SEED)
-    # counted neither as passed nor failed; one failure and one error count
-    assert summary_line(results) == ("**94/96 cases passed** · architectures differ: 8 (not counted) · "
-                                     "overlays byte-identical: 0/96 · errors: 1")
+    # neither passed nor failed, yet in the denominator: every case that ran is counted
+    assert summary_line(results) == ("**94/104 cases passed** · failed: 1 · architectures differ: 8 · "
+                                     "overlays byte-identical: 0/104 · errors: 1")
     assert verdict_line(results).startswith("❌ **FAIL**")
     assert "Architectures differ (not counted as passed or failed):" in first
     assert "- 🔶 **squeezenet1_1** at torch `features.0` / paddle `_conv` (8 cases)" in first

@@ -78,7 +78,7 @@ def test_committed_run_rerendered_reads_on_one_screen_and_fits(run):
     problems = check_markdown(run / "parity.md", text=text)
     assert not problems, "\n".join(problems)
     first = text.split("\n## ", 1)[0]
-    assert first.splitlines()[2].startswith(("✅ **PASS**", "❌ **FAIL**")), first.splitlines()[2]
+    assert first.splitlines()[2].startswith(("✅ **PASS**", "❌ **FAIL**", "⚠️ **INCONCLUSIVE**")), first.splitlines()[2]
     assert "| method |" in first or "| setup |" in first
     assert "**Contents:** [Provenance](#provenance)" in first
     for head, width in table_widths(text):
