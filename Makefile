@@ -1,6 +1,6 @@
 # paddle-gradcam-parity: build, test and parity targets (GNU make).
 #
-#   make install       venv in $(VENV) from requirements.lock (reused while the lock is unchanged)
+#   make install       venv in $(VENV) from requirements.lock, then requirements-nodeps.lock with --no-deps
 #   make fixtures      fixtures/both.png (shared copy or pinned download, sha256-checked)
 #   make weights       seeded ResNet50 weights and their Paddle conversion under fixtures/weights/
 #   make test          the fast tier of the test suite (pytest-xdist, $(JOBS) workers): what .ci/run runs
@@ -28,9 +28,11 @@ export PYTHONPATH := $(CURDIR)
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock
+# PaddleClas goes in without its dependencies (their pins clash with the lock's): requirements-nodeps.lock.
+$(STAMP): requirements.lock requirements-nodeps.lock
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -r requirements.lock
+	$(PYTHON) -m pip install --no-deps -r requirements-nodeps.lock
 	touch $@
 
 fixtures: install
