@@ -58,10 +58,28 @@ class ScoreCAM(BaseCAM):
         return super().forward(input_tensor, targets, eigen_smooth)
 
     def normalised_masks(self, input_tensor: paddle.Tensor, activations: np.ndarray) -> paddle.Tensor:
-        """(B, C, H, W) upsampled activations, each channel min-max scaled to [0, 1]."""
+        """(B, C, H, W) upsampled activations, each channel min-max scaled to [0, 1].
+
+        A channel whose activations are all one value is upsampled to exactly
+        that value, so its mask is exactly zero.  Paddle's bilinear
+        interpolate leaves rounding noise on a constant map (a range of about
+        1e-7 of the value in float32), and the min-max division (range
+        + 1e-8) blows that noise up into a mask of order one.  torch's
+        interpolate is exact on a constant map in some geometries (every one
+        measured at 14x14 -> 224x224, about 40% of values at 7x7 -> 224x224,
+        none at 4x4 -> 16x16); there upstream's mask is zero and this one now
+        equals it.  Every other channel is Paddle's interpolate, untouched.
+        """
         upsampled = F.interpolate(
             paddle.to_tensor(activations), size=list(input_tensor.shape[-2:]), mode="bilinear", align_corners=True
         )
+        flat_activations = np.asarray(activations).reshape(activations.shape[0], activations.shape[1], -1)
+        channel_max = flat_activations.max(axis=-1)
+        constant = channel_max == flat_activations.min(axis=-1)
+        if constant.any():
+            exact = upsampled.numpy()
+            exact[constant] = channel_max[constant][:, None, None]
+            upsampled = paddle.to_tensor(exact)
         flat = upsampled.reshape([upsampled.shape[0], upsampled.shape[1], -1])
         maxs = flat.max(axis=-1)[:, :, None, None]
         mins = flat.min(axis=-1)[:, :, None, None]
