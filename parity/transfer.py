@@ -47,6 +47,7 @@ from parity.weight_transfer import (
     TransferRefused,
     converted_value,
     diagnose_first_divergence,
+    forward_check,
     pair_models,
 )
 
@@ -262,21 +263,6 @@ def _fill(tensor: Any, value: np.ndarray, framework: str) -> None:
         tensor.set_value(np.ascontiguousarray(value).astype(target_dtype, copy=False))
 
 
-def _outputs(torch_model: Any, paddle_model: Any, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    import paddle
-    import torch
-
-    from parity.weight_transfer import _first_tensor
-
-    with torch.no_grad():
-        t_out = _first_tensor(torch_model(torch.from_numpy(np.array(x, copy=True))))
-    with paddle.no_grad():
-        p_out = _first_tensor(paddle_model(paddle.to_tensor(np.array(x, copy=True))))
-    if t_out is None or p_out is None:
-        raise TransferError("a model returned no tensor, so the transfer cannot be checked by its outputs")
-    return t_out.detach().cpu().numpy(), np.asarray(p_out.numpy())
-
-
 def _model_names(torch_model: Any, paddle_model: Any) -> str:
     return f"torch {type(torch_model).__name__} / paddle {type(paddle_model).__name__}"
 
@@ -284,36 +270,14 @@ def _model_names(torch_model: Any, paddle_model: Any) -> str:
 def _check_outputs(
     torch_model: Any, paddle_model: Any, inputs: Sequence[np.ndarray], direction: str, rtol: float
 ) -> List[OutputCheck]:
-    """Both models on every input; the first disagreement is diagnosed and raised."""
+    """Both models on every input (the zoo's forward check); the first disagreement is diagnosed and raised."""
     checks = []
+    reference = "torch" if direction == "torch_to_paddle" else "paddle"
+    name = f"{_model_names(torch_model, paddle_model)} ({direction})"
     for index, x in enumerate(inputs):
-        t_out, p_out = _outputs(torch_model, paddle_model, x)
-        reference, other = (t_out, p_out) if direction == "torch_to_paddle" else (p_out, t_out)
-        source = "torch" if direction == "torch_to_paddle" else "paddle"
-        which = f"example input {tuple(x.shape)}" if len(inputs) == 1 else f"example input #{index} {tuple(x.shape)}"
-        if not np.all(np.isfinite(reference)):
-            raise TransferRefused(
-                f"{_model_names(torch_model, paddle_model)}: the {source} model's own outputs on {which} are not finite "
-                f"({int(np.sum(~np.isfinite(reference)))} of {reference.size}), so the transfer cannot be verified"
-            )
-        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-        bound = rtol * scale
-        same_shape = reference.shape == other.shape
-        diff = (float(np.max(np.abs(other.astype(np.float64) - reference))) if reference.size else 0.0) if same_shape else float("inf")
-        if same_shape and diff <= bound:
-            checks.append(OutputCheck(tuple(x.shape), diff, scale, bound))
-            continue
-        head = (
-            f"{_model_names(torch_model, paddle_model)} ({direction}): outputs differ on {which} "
-            f"(shapes {tuple(t_out.shape)} vs {tuple(p_out.shape)}"
-            + (f", max|Δ| {diff:.3g} > bound {bound:.3g} = {rtol:g} * max|{source} output| {scale:.3g})" if same_shape else ")")
-        )
-        divergence = diagnose_first_divergence(torch_model, paddle_model, x, rtol=rtol)
-        if divergence is None:
-            raise TransferRefused(f"{head}; every paired layer agrees, so the difference is in the models' own forward code")
-        if divergence.kind == "architecture":
-            raise ArchitecturesDiffer(f"{head}; {divergence.message}", divergence)
-        raise TransferRefused(f"{head}; transfer refused, {divergence.message}", divergence)
+        where = f"example input {tuple(x.shape)}" if len(inputs) == 1 else f"example input #{index} {tuple(x.shape)}"
+        diff, scale, bound = forward_check(torch_model, paddle_model, x, rtol, name, "outputs", where, reference)
+        checks.append(OutputCheck(tuple(x.shape), diff, scale, bound))
     return checks
 
 

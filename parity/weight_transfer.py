@@ -57,6 +57,7 @@ __all__ = [
     "verify_transfer",
     "convert_state_dict",
     "check_logits",
+    "forward_check",
     "diagnose_first_divergence",
     "verification_input",
 ]
@@ -343,7 +344,7 @@ def _match_tensors(torch_layer: Any, paddle_layer: Any):
     mapping = _local_map(t_own)
     if set(mapping.values()) == set(p_own):
         ordered = list(mapping.items())
-    elif len(mapping) == len(p_own) and t_kind not in _KNOWN_KINDS and p_kind not in _KNOWN_KINDS:
+    elif len(mapping) == len(p_own) and (t_kind not in _KNOWN_KINDS or p_kind not in _KNOWN_KINDS):
         ordered = list(zip(mapping, p_own))
     else:
         t_names, p_names = set(mapping.values()), set(p_own)
@@ -364,7 +365,9 @@ def _match_tensors(torch_layer: Any, paddle_layer: Any):
 
 def _kinds_problem(torch_layer: Any, paddle_layer: Any) -> Optional[str]:
     t_kind, p_kind = _torch_kind(torch_layer), _paddle_kind(paddle_layer)
-    if t_kind != p_kind and (t_kind in _KNOWN_KINDS or p_kind in _KNOWN_KINDS):
+    # A custom layer on one side (PaddleClas's ChannelsFirstLayerNorm against timm's
+    # LayerNorm2d) pairs by its tensors; two standard layers must be the same kind.
+    if t_kind != p_kind and t_kind in _KNOWN_KINDS and p_kind in _KNOWN_KINDS:
         return f"different kinds ({t_kind} vs {p_kind})"
     return None
 
@@ -380,6 +383,43 @@ def _pair_problem(
 
 def _layer_pair(torch_path: str, module: Any, paddle_path: str, layer: Any) -> LayerPair:
     return LayerPair(torch_path, paddle_path, _torch_kind(module), type(module).__name__, type(layer).__name__)
+
+
+def _describe_owner(path: str, layer: Any, framework: str) -> str:
+    own = _torch_own_tensors(layer) if framework == "torch" else _paddle_own_tensors(layer)
+    weight = own.get("weight")
+    shape = f" weight {tuple(weight.shape)}" if weight is not None else ""
+    return f"{path or '<model>'} ({type(layer).__name__}{shape})"
+
+
+def _realignment(torch_order: Sequence[Tuple[str, Any]], paddle_order: Sequence[Tuple[str, Any]], index: int,
+                 lookahead: int = 3, confirm: int = 4) -> str:
+    """Where the k-th layers do not pair: whether one side runs extra layers with weights here.
+
+    If skipping 1..``lookahead`` layers on one side makes the next
+    ``confirm`` pairs fit, the block is wired differently there (an extra
+    1x1 conv, a squeeze-excite the other lacks): those layers are named.
+    """
+    def fits(t_start: int, p_start: int) -> bool:
+        count = min(confirm, len(torch_order) - t_start, len(paddle_order) - p_start)
+        if count <= 0:
+            return False
+        return all(
+            _kinds_problem(torch_order[t_start + i][1], paddle_order[p_start + i][1]) is None
+            and _match_tensors(torch_order[t_start + i][1], paddle_order[p_start + i][1])[1] is None
+            for i in range(count)
+        )
+
+    for skip in range(1, lookahead + 1):
+        for side, order, framework, t_start, p_start in (
+            ("paddle", paddle_order, "paddle", index, index + skip),
+            ("torch", torch_order, "torch", index + skip, index),
+        ):
+            if fits(t_start, p_start):
+                extra = [_describe_owner(path, layer, framework) for path, layer in order[index:index + skip]]
+                return (f"; {side} runs {skip} more layer(s) with weights here ({', '.join(extra)}), "
+                        "after which the layers pair up again: a block wired differently")
+    return ""
 
 
 def _pair_idle_by_name(idle_t: Sequence[Tuple[str, Any]], idle_p: Sequence[Tuple[str, Any]]) -> Optional[List[LayerPair]]:
@@ -428,7 +468,7 @@ def pair_layers_by_execution_order(
     for index, ((t_path, t_layer), (p_path, p_layer)) in enumerate(zip(torch_order, paddle_order)):
         problem = _pair_problem(index, t_path, t_layer, p_path, p_layer)
         if problem:
-            raise ArchitecturesDiffer(f"architectures differ at {problem}")
+            raise ArchitecturesDiffer(f"architectures differ at {problem}{_realignment(torch_order, paddle_order, index)}")
         pairs.append(_layer_pair(t_path, t_layer, p_path, p_layer))
     if len(torch_order) != len(paddle_order):
         longer, rest = ("torch", torch_order) if len(torch_order) > len(paddle_order) else ("paddle", paddle_order)
@@ -637,14 +677,14 @@ def _torch_forward(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x))).detach().cpu().numpy()
+        return _first_tensor(model(torch.from_numpy(np.ascontiguousarray(x)))).detach().cpu().numpy()
 
 
 def _paddle_forward(model: Any, x: np.ndarray) -> np.ndarray:
     import paddle
 
     with paddle.no_grad():
-        return np.asarray(model(paddle.to_tensor(np.ascontiguousarray(x))).numpy())
+        return np.asarray(_first_tensor(model(paddle.to_tensor(np.ascontiguousarray(x)))).numpy())
 
 
 def check_logits(
@@ -663,13 +703,37 @@ def check_logits(
     messages name the first diverging layer on each side, its shapes, max|Δ|
     and bound.
     """
-    expected = _torch_forward(torch_model, x)
-    got = _paddle_forward(paddle_model, x)
     name = arch_name or type(torch_model).__name__
+    diff, scale, bound = forward_check(torch_model, paddle_model, x, rtol, name, "logits")
+    return TransferCheck(name, rule, len(paddle_model.state_dict()), tuple(x.shape), diff, scale, bound)
+
+
+def forward_check(
+    torch_model: Any,
+    paddle_model: Any,
+    x: np.ndarray,
+    rtol: float = VERIFY_RTOL,
+    name: str = "",
+    what: str = "outputs",
+    where: str = "the verification input",
+    reference: str = "torch",
+) -> Tuple[float, float, float]:
+    """Both models on ``x``: ``(max|Δ|, max|reference output|, bound)`` when they agree within ``rtol * max|reference|``.
+
+    Otherwise the first layer pair that parts is diagnosed and raised:
+    :class:`ArchitecturesDiffer` when a layer computes differently with equal
+    inputs and weights (or the difference arises between weighted layers, or
+    the layers do not pair up), :class:`TransferRefused` otherwise.  Every
+    transfer of the project ends here (the zoo's conversion and
+    :func:`parity.transfer.transfer_weights`).
+    """
+    t_out = _torch_forward(torch_model, x)
+    p_out = _paddle_forward(paddle_model, x)
+    expected, got = (t_out, p_out) if reference == "torch" else (p_out, t_out)
     if not np.all(np.isfinite(expected)):
-        # NaN == NaN would "verify" anything; a checkpoint that yields non-finite logits cannot be checked.
+        # NaN == NaN would "verify" anything; weights that yield non-finite outputs cannot be checked.
         raise TransferRefused(
-            f"{name}: torch's own logits on the verification input are not finite "
+            f"{name}: {reference}'s own {what} on {where} are not finite "
             f"({int(np.sum(~np.isfinite(expected)))} of {expected.size}), so the transfer cannot be verified"
         )
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
@@ -677,11 +741,12 @@ def check_logits(
     same_shape = got.shape == expected.shape
     diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if same_shape and got.size else (0.0 if same_shape else float("inf"))
     if same_shape and diff <= bound:
-        return TransferCheck(name, rule, len(paddle_model.state_dict()), tuple(x.shape), diff, scale, bound)
+        return diff, scale, bound
     divergence = diagnose_first_divergence(torch_model, paddle_model, x, rtol=rtol)
+    on = "" if where == "the verification input" else f" on {where}"
     head = (
-        f"{name}: logits differ (max|Δ| {diff:.3g} > bound {bound:.3g} = {rtol:g} * max|torch logits| {scale:.3g}; "
-        f"shapes {tuple(expected.shape)} vs {tuple(got.shape)})"
+        f"{name}: {what} differ{on} (max|Δ| {diff:.3g} > bound {bound:.3g} = {rtol:g} * max|{reference} {what}| {scale:.3g}; "
+        f"shapes {tuple(t_out.shape)} vs {tuple(p_out.shape)})"
     )
     if divergence is None:
         raise TransferRefused(f"{head}; every paired layer agrees, so the difference is in the models' own forward code")
@@ -728,6 +793,7 @@ class _Event:
     weighted: bool
     input: Optional[np.ndarray] = None
     output: Optional[np.ndarray] = None
+    core: Optional[np.ndarray] = None  # a fused layer's own result, before its weight-free tail
 
 
 @dataclass(frozen=True)
@@ -790,24 +856,65 @@ def _paddle_array(value: Any) -> Optional[np.ndarray]:
     return None if tensor is None else np.array(tensor.numpy(), copy=True)
 
 
+def _fused_layers(named: Sequence[Tuple[str, Any]], own, children) -> set:
+    """ids of layers that own tensors and whose sub-layers own none: a computation plus a tail
+    (timm's ``BatchNormAct2d`` is a batch norm, then its ``drop`` and ``act`` children)."""
+    fused = set()
+    for _, layer in named:
+        subs = [child for child in children(layer) if child is not None]
+        if subs and own(layer) and not any(own(sub) for sub in _descendants(subs, children)):
+            fused.add(id(layer))
+    return fused
+
+
+def _descendants(layers: Sequence[Any], children) -> List[Any]:
+    found, stack = [], list(layers)
+    while stack:
+        layer = stack.pop()
+        found.append(layer)
+        stack.extend(child for child in children(layer) if child is not None)
+    return found
+
+
 def _record(model: Any, x: np.ndarray, framework: str) -> Tuple[List[_Event], np.ndarray]:
-    """Run ``model`` once on ``x``; one event per call of each leaf or weighted layer, in finishing order."""
+    """Run ``model`` once on ``x``; one event per call of each leaf or weighted layer, in finishing order.
+
+    A fused layer (one that owns tensors and runs weight-free children, like
+    timm's ``BatchNormAct2d``) is listed *before* the events of its children,
+    in the order the computation runs, and its ``core`` is the input of its
+    first child: the result of its own computation before the tail.
+    """
     events: List[_Event] = []
     pending: Dict[int, List[np.ndarray]] = {}
     handles = []
     if framework == "torch":
         named, leaf, own, kind, to_array = _torch_modules(model), _is_leaf_torch, _torch_own_tensors, _torch_kind, _torch_array
+        children = lambda layer: list(layer._modules.values())  # noqa: E731
     else:
         named, leaf, own, kind, to_array = _paddle_layers(model), _is_leaf_paddle, _paddle_own_tensors, _paddle_kind, _paddle_array
+        children = lambda layer: list(layer._sub_layers.values())  # noqa: E731
+    fused = _fused_layers(named, own, children)
+    open_fused: List[Dict[str, Any]] = []
 
     # The input is copied before the layer runs: an in-place ReLU overwrites it.
     def pre_hook(layer, inputs):
-        pending.setdefault(id(layer), []).append(to_array(inputs))
+        array = to_array(inputs)
+        pending.setdefault(id(layer), []).append(array)
+        if open_fused and open_fused[-1]["core"] is None and open_fused[-1]["id"] != id(layer):
+            open_fused[-1]["core"] = array
+        if id(layer) in fused:
+            open_fused.append({"id": id(layer), "start": len(events), "core": None})
 
     def make_post_hook(path: str, weighted: bool):
         def post_hook(layer, inputs, output):
             stack = pending.get(id(layer)) or [None]
-            events.append(_Event(path, layer, kind(layer), weighted, stack.pop(), to_array(output)))
+            event = _Event(path, layer, kind(layer), weighted, stack.pop(), to_array(output))
+            if id(layer) in fused and open_fused and open_fused[-1]["id"] == id(layer):
+                frame = open_fused.pop()
+                event.core = frame["core"]
+                events.insert(frame["start"], event)
+            else:
+                events.append(event)
 
         return post_hook
 
@@ -836,11 +943,20 @@ def _fused_activation(layer: Any) -> Optional[str]:
     return act if isinstance(layer, nn.BatchNorm) and isinstance(act, str) and act else None
 
 
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-a))
+
+
+# Paddle's legacy BatchNorm(act=NAME) calls the kernel of that name on its output.
 _NUMPY_ACTIVATIONS = {
     "relu": lambda a: np.maximum(a, 0),
     "relu6": lambda a: np.clip(a, 0, 6),
-    "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+    "sigmoid": _sigmoid,
     "tanh": np.tanh,
+    "swish": lambda a: a * _sigmoid(a),
+    "silu": lambda a: a * _sigmoid(a),
+    "hard_swish": lambda a: a * np.clip(a + 3, 0, 6) / 6,
+    "hardswish": lambda a: a * np.clip(a + 3, 0, 6) / 6,
 }
 
 
@@ -965,7 +1081,7 @@ def _hard_sigmoid_slope(layer: Any, framework: str) -> Optional[str]:
 
 def _config_difference(torch_layer: Any, paddle_layer: Any, wide: bool = False) -> str:
     t, p = _config(torch_layer, "torch", wide), _config(paddle_layer, "paddle", wide)
-    differing = [f"{key} {t[key]} vs {p[key]}" for key in sorted(set(t) & set(p)) if t[key] != p[key]]
+    differing = [f"{key} {_number(t[key])} vs {_number(p[key])}" for key in sorted(set(t) & set(p)) if t[key] != p[key]]
     return ", ".join(differing)
 
 
@@ -992,11 +1108,34 @@ def _weights_difference(torch_layer: Any, paddle_layer: Any, kind: str) -> str:
     return ""
 
 
-def _torch_side_output(event: _Event, paddle_layer: Any) -> Optional[np.ndarray]:
-    act = _fused_activation(paddle_layer)
-    if act and event.output is not None and act in _NUMPY_ACTIVATIONS:
-        return _NUMPY_ACTIVATIONS[act](event.output)
-    return event.output
+def _paired_outputs(te: _Event, pe: _Event) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The two outputs that must agree for a weighted pair, fused layers taken apart.
+
+    A fused layer's own computation (``core``) is compared, not its tail: a
+    timm ``BatchNormAct2d`` against a Paddle ``BatchNorm2D`` whose activation is
+    a separate layer.  Paddle's legacy ``BatchNorm(act=...)`` fuses its
+    activation into the kernel (no core to read): it is applied to torch's
+    side instead.
+    """
+    t_out = te.core if te.core is not None else te.output
+    p_out = pe.core if pe.core is not None else pe.output
+    act = _fused_activation(pe.layer)
+    if act and t_out is not None:
+        if act in _NUMPY_ACTIVATIONS:
+            return _NUMPY_ACTIVATIONS[act](t_out.astype(np.float64)).astype(t_out.dtype), pe.output
+        return te.output, pe.output
+    return t_out, p_out
+
+
+def _tail_description(event: _Event, framework: str) -> str:
+    """What a fused layer applies after its own computation: its children's types, or Paddle's act=."""
+    if framework == "paddle" and _fused_activation(event.layer):
+        return f"act={_fused_activation(event.layer)!r}"
+    if event.core is None:
+        return "nothing"
+    children = event.layer._modules.values() if framework == "torch" else event.layer._sub_layers.values()
+    names = [type(child).__name__ for child in children if child is not None and type(child).__name__ != "Identity"]
+    return " + ".join(names) or "nothing"
 
 
 def _segment_divergence(
@@ -1016,7 +1155,7 @@ def _segment_divergence(
     pairs: List[Tuple[_Event, _Event]] = []
     for t_event in t_events:
         for j in range(start, len(p_events)):
-            if p_events[j].kind == t_event.kind:
+            if _same_kind(p_events[j].kind, t_event.kind):
                 pairs.append((t_event, p_events[j]))
                 start = j + 1
                 break
@@ -1033,14 +1172,47 @@ def _segment_divergence(
                 (f"inputs agree and the layer has no weights: {why}" if why else "inputs agree and the layer has no weights"),
             )
         break
+    paired = {id(event) for pair in pairs for event in pair}
+    for p_event in p_events:
+        scale = _config(p_event.layer, "paddle").get("inference_scale")
+        if id(p_event) not in paired and scale is not None and scale != 1.0:
+            # A Paddle Dropout that scales at inference, where torch has no module (timm calls
+            # F.dropout, the identity in eval): the values change here and nowhere else.
+            changed, diff, bound = _compare(p_event.input, p_event.output, rtol, atol)
+            if not changed:
+                return Divergence(
+                    "architecture", "<no layer: identity at inference>", p_event.path, "-", type(p_event.layer).__name__,
+                    _shape(p_event.input), _shape(p_event.output), diff, bound,
+                    f"a Paddle-only layer that changes its input: inference_scale 1.0 vs {_number(scale)} "
+                    f"(Dropout mode {getattr(p_event.layer, 'mode', '?')!r}; torch's dropout is the identity at inference)",
+                )
+    lone_t = [f"{e.path} ({type(e.layer).__name__})" for e in t_events if id(e) not in paired]
+    lone_p = [f"{e.path} ({type(e.layer).__name__})" for e in p_events if id(e) not in paired]
+    lone = ""
+    if lone_t or lone_p:
+        lone = f"; layers on one side only: torch {_describe(lone_t, 4) or 'none'}, paddle {_describe(lone_p, 4) or 'none'}"
     return Divergence(
         "architecture",
         f"between {t_before or '<input>'} and {t_after}",
         f"between {p_before or '<input>'} and {p_after}",
         "weight-free code", "weight-free code", None, None, None, None,
         "every weighted layer before agrees; the difference arises in operations without weights "
-        "(functional calls or layers that do not pair up)",
+        "(functional calls, or a block wired differently: a sum or product one side makes and the other does not)"
+        + lone,
     )
+
+
+# Weight-free layers the two frameworks name differently but compute alike.
+_KIND_ALIASES = {"swish": "silu", "hard_swish": "hardswish", "hard_sigmoid": "hardsigmoid", "gelu_tanh": "gelu"}
+
+
+def _same_kind(a: str, b: str) -> bool:
+    return _KIND_ALIASES.get(a, a) == _KIND_ALIASES.get(b, b)
+
+
+def _number(value: Any) -> Any:
+    """A float at 6 significant digits (float32 eps 1e-05 prints as 1e-05, not 9.999999747378752e-06)."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -1113,7 +1285,18 @@ def diagnose_first_divergence(
             return _segment_divergence(
                 t_events[t_prev + 1 : ti], p_events[p_prev + 1 : pi], before_t, before_p, te.path, pe.path, rtol, atol
             )
-        agree_out, diff, bound = _compare(_torch_side_output(te, pe.layer), pe.output, rtol, atol)
+        t_out, p_out = _paired_outputs(te, pe)
+        agree_out, diff, bound = _compare(t_out, p_out, rtol, atol)
+        if agree_out and te.core is not None and (pe.core is not None or _fused_activation(pe.layer)):
+            # Both layers end in a fused tail (activation, dropout): the tails must agree too.
+            agree_tail, diff, bound = _compare(te.output, pe.output, rtol, atol)
+            if not agree_tail:
+                return Divergence(
+                    "architecture", te.path, pe.path, type(te.layer).__name__, type(pe.layer).__name__,
+                    _shape(te.output), _shape(pe.output), diff, bound,
+                    f"their own computations agree, their fused tails differ: torch applies {_tail_description(te, 'torch')}, "
+                    f"paddle {_tail_description(pe, 'paddle')}", k,
+                )
         if not agree_out:
             weights = _weights_difference(te.layer, pe.layer, te.kind)
             if weights:
