@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from parity.compare import CaseComparison, compare_case, ties, vacuity_note
+from parity.compare import CaseComparison, abs_diff, compare_case, percentile_999, ties, vacuity_note
 from parity.diagnose import DIAGNOSED_STAGES
 from parity.config import RunConfig
 from parity.outcome import JobOutcome
@@ -63,7 +63,7 @@ def empty_record(config: RunConfig, case: Case) -> Dict:
         "id": case.id, "method": case.method, "smooth": case.smooth, **case.setup.describe(), "dtype": config.dtype,
         "tolerance": spec.cam_atol_float64 if config.dtype == "float64" else spec.cam_atol_float32,
         "image_size": None, "passed": False, "error": None, "architecture_differs": None,
-        "cam_max_abs_diff": None, "cam_mean_abs_diff": None, "overlay_identical_fraction": None,
+        "cam_max_abs_diff": None, "cam_mean_abs_diff": None, "cam_p999_abs_diff": None, "overlay_identical_fraction": None,
         "overlay_max_diff": None, "first_divergent_stage": None, "first_divergent_layer": None, "message": "",
         # why the comparison proves nothing (both maps flat) or was decided by a tie; None when neither
         "vacuous": None, "ill_conditioned": None,
@@ -130,6 +130,8 @@ def finalize_case(config: RunConfig, case: Case, torch_out: JobOutcome, paddle_o
         image_size=list(sides["torch"]["cam"].shape[-2:]),
         cam_max_abs_diff=cam_diff.max_abs_diff,
         cam_mean_abs_diff=cam_diff.mean_abs_diff,
+        cam_p999_abs_diff=(percentile_999(abs_diff(sides["paddle"]["cam"], sides["torch"]["cam"]))
+                           if sides["paddle"]["cam"].shape == sides["torch"]["cam"].shape else float("inf")),
         overlay_identical_fraction=float(overlay_equal.mean()),
         overlay_max_diff=int(overlay_diff.max_abs_diff),
         first_divergent_stage=None if first is None else first.stage,

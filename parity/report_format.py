@@ -20,6 +20,7 @@ REPORT_NAME = "parity.md"
 SUMMARY_NAME = "parity_summary.md"
 HTML_NAME = "parity.html"
 LEGEND_PATH = "diff/legend.png"
+GRID_PATH = "diff/grid.jpg"
 TITLE = "Paddle vs PyTorch Grad-CAM parity"
 DEFAULT_IMAGE = "fixtures/both.png"
 
@@ -28,6 +29,7 @@ DEFAULT_IMAGE = "fixtures/both.png"
 GALLERY_WIDTH = 180
 CASE_WIDTH = 224
 LEGEND_WIDTH = 600
+GRID_WIDTH = 880  # the grid of every case's heatmap, at most 10 tiles a row
 
 NB_HYPHEN = "\u2011"  # a hyphen the browser does not break a line at: "2.38e‑06" stays in one piece
 SOFT_HYPHEN = "\u00ad"

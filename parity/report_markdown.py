@@ -67,7 +67,7 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
         sections.append(("methods-no-smoothing", "Methods, no smoothing"))
         body += _methods_lines(by_key, setups[0], methods, img, scale, links) + [""]
     sections.append(("metrics-all-cases", "Metrics"))
-    body += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links) + [""]
+    body += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links, _scale_info(results)) + [""]
     sections.append(("cases", "Cases"))
     body += [f"## {_heading_anchor('cases')}Cases", ""]
     for setup in setups:
@@ -103,7 +103,7 @@ def render_summary_markdown(results: Mapping, siblings: Optional[Mapping[str, st
     lines += [_siblings_line(other, out_dir, companions=(report, HTML_NAME)), ""]
     lines += _architecture_lines(cases)
     lines += _provenance_lines(results) + [""]
-    lines += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links)
+    lines += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links, _scale_info(results))
     failures = _failure_lines(cases)
     if failures:
         lines += [""] + failures

@@ -1,4 +1,11 @@
-"""The |Δ| heatmaps: one picture per case of |Paddle − PyTorch| of the final CAM, and the report's legend.
+"""The |Δ| heatmaps: |Paddle − PyTorch| of each case's final CAM, the report's colour bar and one grid.
+
+Every picture uses one logarithmic colour scale, from ``LOG_FLOOR`` (1e-9,
+black) to a decade or more past the largest bound of the report (bright
+yellow): rounding noise, a difference near the bound and one over it are
+three different colours, and the same colour means the same |Δ| in every
+picture of every report.  Each picture carries a strip with the colour bar,
+a white tick where its case's bound lies, and its max and 99.9th percentile.
 
 This module runs in the orchestrating process: numpy, OpenCV and
 ``paddle_impl.atomic`` only (no torch, no paddle).
@@ -7,16 +14,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from paddle_impl import atomic
+from parity.compare import percentile_999
 from parity.report_cases import _comparable, _files
-from parity.report_format import LEGEND_PATH, LEGEND_WIDTH, _sci_ascii
+from parity.report_format import GRID_PATH, LEGEND_PATH, LEGEND_WIDTH, _sci_ascii
 
-_STRIP_HEIGHT = 20
+_STRIP_HEIGHT = 34  # a colour bar with the bound's tick, and one line of numbers under it
+# The bottom of the colour scale: below it, |Δ| is float64 noise on a map in [0, 1].
+LOG_FLOOR = 1e-9
 _MIN_WIDTH = 224  # small CAMs (the quick profile's 64x64) are enlarged so they are not a blur of JPEG blocks
 _JPEG_QUALITY = 85
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -60,25 +70,36 @@ def _put_text_fitting(image: np.ndarray, text: str, x: int, y_baseline: int, max
     return width
 
 
-def _legend_strip(width: int, text: str, with_bar: bool) -> np.ndarray:
-    """A black strip: ``0 [colour bar] max|d| 3.58e-06``."""
+def _log_top(bounds: Sequence[float], largest: float = 0.0) -> float:
+    """The top of the colour scale: the decade above ten times the largest bound (``largest`` |Δ| without one)."""
+    finite = [float(b) for b in bounds if b is not None and math.isfinite(float(b)) and float(b) > 0]
+    reference = max(finite) if finite else (largest if largest > 0 else 1e-4)
+    return float(10.0 ** math.ceil(math.log10(reference) + 1.0))
+
+
+def _log_position(values: np.ndarray, top: float) -> np.ndarray:
+    """Where each |Δ| lies on the scale, 0 (``LOG_FLOOR`` or less) .. 1 (``top`` or more)."""
+    low, high = math.log10(LOG_FLOOR), math.log10(top)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(np.maximum(np.asarray(values, dtype=np.float64), LOG_FLOOR))
+    return np.clip((logs - low) / (high - low), 0.0, 1.0)
+
+
+def _colour_bar(width: int, height: int) -> np.ndarray:
+    ramp = np.linspace(0, 255, max(width, 1)).astype(np.uint8)[None, :]
+    return cv2.applyColorMap(np.repeat(ramp, height, axis=0), cv2.COLORMAP_INFERNO)
+
+
+def _legend_strip(width: int, text: str, top: Optional[float] = None, bound: Optional[float] = None) -> np.ndarray:
+    """A black strip: the colour bar (1e-9 .. ``top``) with a white tick at ``bound``, and ``text`` under it."""
     strip = np.zeros((_STRIP_HEIGHT, width, 3), np.uint8)
-    baseline = _STRIP_HEIGHT - 6
-    (text_width, _), _ = cv2.getTextSize(text, _FONT, 0.4, 1)
-    if with_bar:
-        zero_width = _put_text_fitting(strip, "0", 3, baseline, 12)
-        bar_x0 = 3 + zero_width + 3
-        bar_x1 = width - min(text_width, width // 2) - 8
-        if bar_x1 - bar_x0 >= 16:
-            ramp = np.linspace(0, 255, bar_x1 - bar_x0).astype(np.uint8)[None, :]
-            bar = cv2.applyColorMap(np.repeat(ramp, _STRIP_HEIGHT - 8, axis=0), cv2.COLORMAP_INFERNO)
-            strip[4:_STRIP_HEIGHT - 4, bar_x0:bar_x1] = bar
-            text_x = bar_x1 + 4
-        else:
-            text_x = bar_x0
-    else:
-        text_x = 3
-    _put_text_fitting(strip, text, text_x, baseline, width - text_x - 2)
+    if top is not None and width >= 24:
+        x0, x1 = 3, width - 3
+        strip[3:13, x0:x1] = _colour_bar(x1 - x0, 10)
+        if bound:
+            x = x0 + int(round(float(_log_position(np.array([bound]), top)[0]) * (x1 - x0 - 1)))
+            cv2.line(strip, (x, 0), (x, 16), (255, 255, 255), 2)
+    _put_text_fitting(strip, text, 3, _STRIP_HEIGHT - 5, width - 5)
     return strip
 
 
@@ -100,7 +121,7 @@ def _shapes_differ_image(p: np.ndarray, t: np.ndarray, with_strip: bool) -> np.n
     _put_text_fitting(canvas, "shapes differ", 6, (height * factor) // 2, width * factor - 12)
     label = f"paddle {p.shape} torch {t.shape}"
     if with_strip:
-        canvas[height * factor:] = _legend_strip(width * factor, label, False)
+        canvas[height * factor:] = _legend_strip(width * factor, label)
     else:
         _put_text_fitting(canvas, label, 6, (height * factor) // 2 + 20, width * factor - 12)
     return canvas
@@ -116,27 +137,31 @@ def _identical_image(height: int, width: int) -> np.ndarray:
 
 
 def _heatmap(diff: np.ndarray, scale: float) -> np.ndarray:
-    """INFERNO colours of ``diff / scale`` (clipped to [0, 1]), enlarged; +inf (NaN on one side) is white."""
+    """INFERNO colours of ``diff`` on the log scale ``LOG_FLOOR`` .. ``scale``, enlarged; +inf (NaN on one side) is white."""
     height, width = diff.shape
     finite = np.isfinite(diff)
-    scaled = np.zeros_like(diff)
-    if scale > 0:
-        scaled = np.where(finite, diff / scale, 0.0)
-    gray = np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+    position = _log_position(np.where(finite, diff, 0.0), scale) if scale > LOG_FLOOR else np.zeros_like(diff)
+    gray = np.round(position * 255.0).astype(np.uint8)
     image = cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO)
     image[~finite] = 255
     factor = _upscale_factor(width)
     return cv2.resize(image, (width * factor, height * factor), interpolation=cv2.INTER_NEAREST)
 
 
-def write_diff_image(paddle_cam: np.ndarray, torch_cam: np.ndarray, path: Path) -> float:
+def _numbers(diff: np.ndarray) -> str:
+    finite = np.isfinite(diff)
+    top = "inf (white)" if not finite.all() else _sci_ascii(float(diff.max()))
+    return f"max {top}  p99.9 {_sci_ascii(percentile_999(diff))}"
+
+
+def write_diff_image(paddle_cam: np.ndarray, torch_cam: np.ndarray, path: Path,
+                     bound: Optional[float] = None) -> float:
     """Render |paddle - torch| of two (1, H, W) CAMs as a JPEG heatmap at ``path``; return max|Δ|.
 
-    This is the per-case picture the harness draws as each case finishes: its
-    colours span 0..its own max|Δ| (INFERNO), and the strip underneath carries
-    a colour bar and the max in absolute terms (``max|d| 3.58e-06``).
-    ``write_diff_images`` redraws every picture of a report at one shared
-    scale once all cases are in.  Identical CAMs give a black image that says
+    The colours are the report's log scale (``LOG_FLOOR`` up to a decade past
+    ``bound``, or past the picture's own max|Δ| without one); the strip
+    underneath draws that colour bar, ticks the bound, and states the max and
+    the 99.9th percentile.  Identical CAMs give a black image that says
     ``identical``; CAMs of different shapes give one that says so (and inf is
     returned).  Pixels where exactly one side is NaN are drawn white.  CAMs
     narrower than 224 px are enlarged (nearest neighbour).
@@ -146,47 +171,58 @@ def write_diff_image(paddle_cam: np.ndarray, torch_cam: np.ndarray, path: Path) 
     if p.shape != t.shape:
         _encode(_shapes_differ_image(p, t, with_strip=True), path)
         return float("inf")
-
     diff = _abs_diff(p, t)
-    height, width = diff.shape
-    finite = np.isfinite(diff)
     max_diff = float(diff.max()) if diff.size else 0.0
-    if max_diff == 0.0:
-        image = _identical_image(height, width)
-        strip = _legend_strip(image.shape[1], "max|d| 0", False)
-    else:
-        finite_max = float(diff[finite].max()) if finite.any() else 0.0
-        image = _heatmap(diff, finite_max)
-        label = f"max|d| {_sci_ascii(max_diff)}"
-        if not finite.all():
-            label = f"max|d| inf (white); finite {_sci_ascii(finite_max)}"
-        strip = _legend_strip(image.shape[1], label, finite_max > 0)
-    _encode(np.vstack([image, strip]), path)
+    _encode(_case_picture(diff, _log_top([bound] if bound else [], _finite_max(diff)), bound), path)
     return max_diff
 
 
-def _legend_image(scale: float) -> np.ndarray:
-    """The one colour bar of a report: 0 .. ``scale`` in INFERNO with five labelled ticks, and white for NaN.
+def _finite_max(diff: np.ndarray) -> float:
+    finite = diff[np.isfinite(diff)]
+    return float(finite.max()) if finite.size else 0.0
 
-    Drawn at twice its display width (``LEGEND_WIDTH``) so its text stays sharp
-    and about 14 px high where it is shown.
+
+def _case_picture(diff: np.ndarray, top: float, bound: Optional[float]) -> np.ndarray:
+    """One case's heatmap (or ``identical``) over its strip."""
+    if float(diff.max() if diff.size else 0.0) == 0.0:
+        image = _identical_image(*diff.shape)
+        return np.vstack([image, _legend_strip(image.shape[1], "max 0", top, bound)])
+    image = _heatmap(diff, top)
+    label = _numbers(diff) + (f"  bound {_sci_ascii(bound)}" if bound and image.shape[1] >= 300 else "")
+    return np.vstack([image, _legend_strip(image.shape[1], label, top, bound)])
+
+
+def _legend_image(top: float, bounds: Sequence[float]) -> np.ndarray:
+    """The report's colour bar: ``LOG_FLOOR`` .. ``top`` in decades, each bound marked, and white for NaN.
+
+    Drawn at twice its display width (``LEGEND_WIDTH``) so its text stays sharp.
     """
-    width, height = 2 * LEGEND_WIDTH, 178
+    width, height = 2 * LEGEND_WIDTH, 214
     image = np.full((height, width, 3), 255, np.uint8)
     black = (0, 0, 0)
-    cv2.putText(image, "|paddle - torch| of the final CAM, every heatmap", (12, 38), _FONT, 1.15, black, 2, cv2.LINE_AA)
-    bar_x0, bar_x1, bar_y0, bar_y1 = 24, width - 250, 58, 112
-    ramp = np.linspace(0, 255, bar_x1 - bar_x0).astype(np.uint8)[None, :]
-    image[bar_y0:bar_y1, bar_x0:bar_x1] = cv2.applyColorMap(np.repeat(ramp, bar_y1 - bar_y0, axis=0),
-                                                            cv2.COLORMAP_INFERNO)
+    cv2.putText(image, "|paddle - torch| of the final CAM, log scale", (12, 38), _FONT, 1.15, black, 2, cv2.LINE_AA)
+    bar_x0, bar_x1, bar_y0, bar_y1 = 24, width - 250, 86, 140
+    image[bar_y0:bar_y1, bar_x0:bar_x1] = _colour_bar(bar_x1 - bar_x0, bar_y1 - bar_y0)
     cv2.rectangle(image, (bar_x0, bar_y0), (bar_x1 - 1, bar_y1 - 1), black, 2)
-    for i in range(5):
-        x = bar_x0 + round(i * (bar_x1 - bar_x0 - 1) / 4)
+    low, high = int(round(math.log10(LOG_FLOOR))), int(round(math.log10(top)))
+    for exponent in range(low, high + 1):
+        x = bar_x0 + int(round(float(_log_position(np.array([10.0 ** exponent]), top)[0]) * (bar_x1 - bar_x0 - 1)))
         cv2.line(image, (x, bar_y1), (x, bar_y1 + 10), black, 3)
-        label = "0" if i == 0 else _sci_ascii(scale * i / 4)
-        (tw, _), _ = cv2.getTextSize(label, _FONT, 1.1, 2)
-        x_text = min(max(0, x - tw // 2), width - tw - 4)
-        cv2.putText(image, label, (x_text, bar_y1 + 50), _FONT, 1.1, black, 2, cv2.LINE_AA)
+        label = f"1e{exponent}"
+        (tw, _), _ = cv2.getTextSize(label, _FONT, 0.9, 2)
+        cv2.putText(image, label, (min(max(0, x - tw // 2), width - tw - 4), bar_y1 + 44), _FONT, 0.9, black, 2,
+                    cv2.LINE_AA)
+    for index, bound in enumerate(sorted(set(float(b) for b in bounds if b))):
+        x = bar_x0 + int(round(float(_log_position(np.array([bound]), top)[0]) * (bar_x1 - bar_x0 - 1)))
+        cv2.line(image, (x, bar_y0 - 12), (x, bar_y1 - 1), (255, 255, 255), 5)
+        cv2.line(image, (x, bar_y0 - 12), (x, bar_y1 - 1), black, 2)
+        label = f"bound {_sci_ascii(bound)}"
+        (tw, _), _ = cv2.getTextSize(label, _FONT, 0.9, 2)
+        # neighbouring bounds lie close: the first label ends at its tick, the next starts at its own,
+        # and a third pair goes a row higher
+        left = x - tw - 6 if index % 2 == 0 else x + 6
+        baseline = bar_y0 - 18 - 30 * ((index // 2) % 2)
+        cv2.putText(image, label, (min(max(0, left), width - tw - 4), baseline), _FONT, 0.9, black, 2, cv2.LINE_AA)
     swatch = bar_x1 + 36
     cv2.rectangle(image, (swatch, bar_y0), (swatch + 54, bar_y1 - 1), black, 2)
     cv2.putText(image, "NaN on", (swatch + 66, bar_y0 + 22), _FONT, 1.0, black, 2, cv2.LINE_AA)
@@ -194,18 +230,60 @@ def _legend_image(scale: float) -> np.ndarray:
     return image
 
 
+_TILE = 112  # px of one case's tile in the grid: a profile of 128 cases stays under 1200 px wide and legible
+_GRID_COLUMNS = 10
+_LABEL_HEIGHT = 30
+
+
+def _tile(diff: Optional[np.ndarray], top: float, label: Tuple[str, str]) -> np.ndarray:
+    tile = np.full((_TILE + _LABEL_HEIGHT, _TILE, 3), 40, np.uint8)
+    if diff is not None and diff.size:
+        picture = _heatmap(diff, top)
+        height, width = picture.shape[:2]
+        factor = min(_TILE / width, _TILE / height)
+        size = (max(1, int(width * factor)), max(1, int(height * factor)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_NEAREST)
+        y, x = (_TILE - size[1]) // 2, (_TILE - size[0]) // 2
+        tile[y:y + size[1], x:x + size[0]] = picture
+    else:
+        _put_text_fitting(tile, "shapes differ", 4, _TILE // 2, _TILE - 8)
+    for row, text in enumerate(label):
+        _put_text_fitting(tile, text, 2, _TILE + 12 + 14 * row, _TILE - 4, scale=0.35)
+    return tile
+
+
+def _grid_image(entries: Sequence[Tuple[Tuple[str, str], Optional[np.ndarray]]], top: float) -> np.ndarray:
+    """Every case's heatmap as one tile of a grid, labelled, on the report's one scale."""
+    columns = min(_GRID_COLUMNS, max(1, len(entries)))
+    rows = math.ceil(len(entries) / columns)
+    gap = 4
+    width = columns * (_TILE + gap) + gap
+    image = np.full((rows * (_TILE + _LABEL_HEIGHT + gap) + gap, width, 3), 255, np.uint8)
+    for index, (label, diff) in enumerate(entries):
+        row, column = divmod(index, columns)
+        y, x = gap + row * (_TILE + _LABEL_HEIGHT + gap), gap + column * (_TILE + gap)
+        image[y:y + _TILE + _LABEL_HEIGHT, x:x + _TILE] = _tile(diff, top, label)
+    return image
+
+
+def _grid_label(case: Mapping) -> Tuple[str, str]:
+    setup = str(case.get("setup") or "")
+    return (setup or str(case.get("method", "")), f"{case.get('method')} {case.get('smooth')}" if setup
+            else str(case.get("smooth", "")))
+
 
 def write_diff_images(results: Dict, out_dir: Path, scale: Optional[float] = None) -> Dict:
-    """Redraw every case's |Δ| heatmap at one shared scale, and the report's legend.
+    """Redraw every case's |Δ| heatmap on the report's one log scale; write its colour bar and grid.
 
     Each case's ``diff_jpg`` is rendered from its two ``*_cam.npy`` files
     (cases that errored, and cases whose files are not there, are skipped).
-    The scale is the report's largest finite |Δ| over the cases that can pass
-    (not those whose architectures differ: their pictures saturate instead),
-    or ``scale`` when given (a fixed bound).  The legend is written once to
-    ``DIR/diff/legend.png``.  What was drawn is recorded in
-    ``results["diff_images"]`` (scale, rule, legend path, the case ids drawn),
-    which the renderers read to state the scale; the same dict is returned.
+    The scale runs from ``LOG_FLOOR`` to a decade past the largest bound of
+    the cases that can pass (``_log_top``), or to ``scale`` when given.  The
+    colour bar (every bound marked) goes to ``DIR/diff/legend.png`` and one
+    grid of every case's heatmap to ``DIR/diff/grid.jpg``.  What was drawn is
+    recorded in ``results["diff_images"]`` (scale, floor, bounds, the case ids
+    drawn, each one's 99.9th percentile of |Δ|), which the renderers read;
+    the same dict is returned.
     """
     out_dir = Path(out_dir)
     drawn: List[Tuple[Dict, Path, Optional[np.ndarray], Tuple[np.ndarray, np.ndarray]]] = []
@@ -221,24 +299,31 @@ def write_diff_images(results: Dict, out_dir: Path, scale: Optional[float] = Non
         diff = _abs_diff(p, t) if p.shape == t.shape else None
         drawn.append((case, out_dir / files["diff_jpg"], diff, (p, t)))
 
+    comparable = [c for c, *_ in drawn if _comparable(c)]
+    bounds = sorted({float(c["tolerance"]) for c in comparable if c.get("tolerance")})
+    largest = max((_finite_max(d) for c, _, d, _ in drawn if d is not None and _comparable(c)), default=0.0)
     if scale is None:
-        finite = [float(d[np.isfinite(d)].max()) for c, _, d, _ in drawn
-                  if d is not None and _comparable(c) and np.isfinite(d).any()]
-        value = max(finite, default=0.0)
-        rule = "the largest finite |Δ| of this report's final CAMs"
+        top = _log_top(bounds, largest)
+        rule = "log scale from 1e-9 to a decade past the largest bound"
     else:
-        value = float(scale)
-        rule = "a fixed bound"
+        top = float(scale)
+        rule = "a fixed top"
+    percentiles: Dict[str, float] = {}
     for case, target, diff, (p, t) in drawn:
         if diff is None:
             image = _shapes_differ_image(p, t, with_strip=False)
-        elif float(diff.max() if diff.size else 0.0) == 0.0:
-            image = _identical_image(*diff.shape)
         else:
-            image = _heatmap(diff, value)
+            image = _case_picture(diff, top, case.get("tolerance"))
+            percentiles[str(case.get("id"))] = percentile_999(diff)
         _encode(image, target)
-    info = {"scale": value, "rule": rule, "legend": LEGEND_PATH, "cases": [str(c.get("id")) for c, *_ in drawn]}
+    info = {"scale": top, "floor": LOG_FLOOR, "bounds": bounds, "rule": rule, "legend": LEGEND_PATH,
+            "grid": GRID_PATH, "cases": [str(c.get("id")) for c, *_ in drawn], "p999": percentiles}
     if drawn:
-        _encode(_legend_image(value), out_dir / LEGEND_PATH)
+        _encode(_legend_image(top, bounds), out_dir / LEGEND_PATH)
+        grid = _grid_image([(_grid_label(c), d) for c, _, d, _ in drawn], top)
+        legend = _legend_image(top, bounds)
+        legend = cv2.resize(legend, (grid.shape[1], round(legend.shape[0] * grid.shape[1] / legend.shape[1])),
+                            interpolation=cv2.INTER_AREA)
+        _encode(np.vstack([grid, legend]), out_dir / GRID_PATH)
         results["diff_images"] = info
     return info

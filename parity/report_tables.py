@@ -9,7 +9,7 @@ from urllib.parse import quote
 from parity.registry import METHODS, SMOOTH_MODES
 from parity.report_cases import _case_id, _comparable, _files, _in_order, _setups, _short_id
 from parity.report_format import (
-    CASE_WIDTH, GALLERY_WIDTH, LEGEND_WIDTH, _anchor, _breakable, _cell, _code, _drop_empty_columns, _fenced,
+    CASE_WIDTH, GALLERY_WIDTH, GRID_WIDTH, LEGEND_WIDTH, _anchor, _breakable, _cell, _code, _drop_empty_columns, _fenced,
     _heading_anchor, _Images, _int, _Links, _of_bound, _percent_identical, _sci, _secs, _setup_anchor, _shape,
     _table,
 )
@@ -192,16 +192,28 @@ def _scale_lines(results: Mapping, cases: Sequence[Mapping], img: _Images) -> Li
     own = [c for c in cases if _comparable(c) and _own_scale(c, scale)]
     if not scale.get("scale"):
         return lines + ["Every CAM pair drawn is identical: every |Δ| heatmap is black and says `identical`.", ""]
-    lines += [
-        f"Every |Δ| heatmap of this report (|Paddle − PyTorch| of the final CAM) uses **one linear scale**: "
-        f"black is 0, the brightest colour is {_sci(scale.get('scale'))} ({_cell(scale.get('rule'))}); "
-        "larger values saturate, white marks a pixel that is NaN on one side only. Each picture's own "
-        "max\\|Δ\\| is the number beside it.", ""]
+    if scale.get("floor"):
+        bounds = ", ".join(_sci(b) for b in scale.get("bounds") or ()) or "none stated"
+        lines += [
+            f"Every |Δ| heatmap of this report (|Paddle − PyTorch| of the final CAM) uses **one logarithmic "
+            f"scale**: black is {_sci(scale['floor'])} or less, the brightest colour {_sci(scale['scale'])} or more "
+            f"({_cell(scale.get('rule'))}); white marks a pixel that is NaN on one side only. The bar under each "
+            f"picture ticks its case's bound in white (bounds: {bounds}) and states its max\\|Δ\\| and 99.9th "
+            "percentile.", ""]
+    else:  # a run drawn before the log scale: its pictures keep the linear one they were drawn with
+        lines += [
+            f"Every |Δ| heatmap of this report (|Paddle − PyTorch| of the final CAM) uses **one linear scale**: "
+            f"black is 0, the brightest colour is {_sci(scale.get('scale'))} ({_cell(scale.get('rule'))}); "
+            "larger values saturate, white marks a pixel that is NaN on one side only. Each picture's own "
+            "max\\|Δ\\| is the number beside it.", ""]
     if own:
         lines += [f"{len(own)} picture(s) could not be redrawn (their CAM files were missing) and keep their own "
                   "scale; they are marked _own scale_.", ""]
     if img.exists(scale.get("legend")):
         lines += [img(scale.get("legend"), "colour scale of every |Δ| heatmap", LEGEND_WIDTH), ""]
+    if img.exists(scale.get("grid")):
+        lines += ["<details><summary>Every case's |Δ| heatmap in one grid</summary>", "",
+                  img(scale.get("grid"), "every case's |Δ| heatmap", GRID_WIDTH), "", "</details>", ""]
     return lines
 
 
@@ -261,11 +273,21 @@ def _seconds_cell(case: Mapping, side: str) -> str:
     return text + (f"<sup>{','.join(marks)}</sup>" if marks else "")
 
 
-def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
-    """Every case in one table that fits the article; several setups are grouped under a row each."""
+def _p999(case: Mapping, drawn: Optional[Mapping]) -> Optional[float]:
+    """The case's 99.9th percentile of |Δ|: recorded over the batch, or (older runs) from its drawn picture."""
+    if case.get("cam_p999_abs_diff") is not None:
+        return case["cam_p999_abs_diff"]
+    return ((drawn or {}).get("p999") or {}).get(_case_id(case))
+
+
+def _metrics_lines(cases: Sequence[Mapping], links: _Links, drawn: Optional[Mapping] = None) -> List[str]:
+    """Every case in one table that fits the article; several setups are grouped under a row each.
+
+    ``drawn`` is ``results["diff_images"]``, where an older run's 99.9th percentiles come from.
+    """
     multi = len(_setups(cases)) > 1
-    header = ["case", "max\\|Δ\\|", "of bound", "pixels identical %", "max grey-level difference (0–255)",
-              "first divergent stage", "paddle s", "torch s"]
+    header = ["case", "max\\|Δ\\|", "p99.9 \\|Δ\\|", "of bound", "pixels identical %",
+              "max grey Δ (0–255)", "first divergent stage", "paddle s", "torch s"]
     rows: List[List[str]] = []
     setup = None
     for case in cases:
@@ -278,6 +300,7 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
         rows.append([
             links.case(case, f"{_EMOJI[status]} " + _cell(_short_id(case) if multi else _case_id(case))),
             _sci(case.get("cam_max_abs_diff")),
+            _sci(_p999(case, drawn)),
             "—" if status in ("error", "architectures differ") else _of_bound(case),
             _percent_identical(case.get("overlay_identical_fraction")),
             _int(case.get("overlay_max_diff")),
@@ -287,7 +310,8 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
         ])
     header, rows = _drop_empty_columns(header, rows)
     lines = _table(header, rows)
-    notes = [f"max\\|Δ\\| and its share of the bound ({_bounds_note(cases)}): the final CAM. Pixels identical: "
+    notes = [f"max\\|Δ\\| and its share of the bound ({_bounds_note(cases)}), and the 99.9th percentile of "
+             "\\|Δ\\| (all but one value in 1000 are at most it): the final CAM. Pixels identical: "
              "the share of the overlay's bytes (`show_cam_on_image`, uint8) that are the same on both sides; "
              "mean\\|Δ\\| and every stage are in each case's section."]
     if any("<sup>" in cell and "r" in cell.split("<sup>")[1] for row in rows for cell in row):

@@ -88,7 +88,7 @@ def render_step_summary(results: Mapping, artifact_url: Optional[str] = None,
         [_matrix_lines(cases, links) + [""]],
         [_architecture_lines(cases)] if _architecture_lines(cases) else [],
         _failure_blocks(cases),
-        [["## Metrics, all cases", ""]] + _table_blocks(_metrics_lines(cases, links)) + [[""]],
+        [["## Metrics, all cases", ""]] + _table_blocks(_metrics_lines(cases, links, results.get("diff_images"))) + [[""]],
         [["## Provenance", ""]] + _table_blocks(_provenance_lines(results)[2 + len(_fallback_lines(results)):]),
     ]
     out: List[str] = list(head)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from parity import report
+from parity import report, report_pictures
 from parity.report import (
     NB_HYPHEN,
     WORD_JOINER,
@@ -128,7 +128,7 @@ def test_diff_image_returns_max_and_writes_a_jpeg(tmp_path):
     image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.ndim == 3
     # enlarged to a legible width, with the legend strip underneath
-    assert image.shape[1] >= 224 and image.shape[0] == image.shape[1] + 20
+    assert image.shape[1] >= 224 and image.shape[0] == image.shape[1] + report_pictures._STRIP_HEIGHT
     assert path.stat().st_size < 40_000
     assert not list(path.parent.glob("*.tmp"))
 
@@ -142,7 +142,7 @@ def test_diff_image_keeps_the_cam_size_when_large_enough(tmp_path):
     expected = float(np.abs(paddle_cam.astype(np.float64) - torch_cam.astype(np.float64)).max())
     assert result == pytest.approx(expected)
     image = cv2.imread(str(path))
-    assert image.shape == (244, 224, 3)
+    assert image.shape == (224 + report_pictures._STRIP_HEIGHT, 224, 3)
     assert image[:224].max() > 150  # the hottest pixel is bright in INFERNO
 
 
@@ -152,7 +152,8 @@ def test_identical_cams_give_the_identical_image(tmp_path):
     assert write_diff_image(cam, cam.copy(), path) == 0.0
     image = cv2.imread(str(path))
     assert image is not None
-    # black except for the white "identical" text: no colour anywhere
+    # black except for the white "identical" text: no colour above the colour bar's strip
+    image = image[:-report_pictures._STRIP_HEIGHT]
     assert np.median(image) < 10
     assert image.max() > 100
     channel_spread = image.astype(int).max(axis=2) - image.astype(int).min(axis=2)
