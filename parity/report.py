@@ -83,43 +83,23 @@ def render_all(results: Dict, out_dir: Path, siblings: Optional[Mapping[str, str
     return texts
 
 
-def sibling_reports(out_dir: Path, root: Optional[Path] = None) -> Dict[str, str]:
-    """The other reports under ``root`` (default: ``out_dir``), as ``siblings`` for ``render_markdown``.
+INDEX_NAME = "README.md"
+INDEX_LABEL = "index of every report"
 
-    Every other ``parity.md`` under ``root`` is labelled by its run (``float64
-    full``, from its ``parity.json``; its directory when that is missing or
-    ambiguous); the timing reports ``root/bench*.md`` and ``root/shards.md`` and
-    the paper's table ``root/paper/paper.md`` by their names; paths are relative
-    to ``out_dir``.
+
+def sibling_reports(out_dir: Path, root: Optional[Path] = None) -> Dict[str, str]:
+    """What a report links beside its own twins: the one index of every report, ``root/README.md``.
+
+    ``root`` (default: ``out_dir``) is where the committed reports live
+    (``reports/``); the path is relative to ``out_dir``.  Reports link to the
+    index, which lists each of them once (``python -m parity.report_index``),
+    rather than to each other.
     """
-    import json
     import os
 
     out_dir = Path(out_dir).resolve()
     root = Path(root).resolve() if root is not None else out_dir
-    found: List[Tuple[str, str]] = []
-    for report in sorted(root.glob(f"**/{REPORT_NAME}")):
-        if report.parent == out_dir or "stages" in report.relative_to(root).parts:
-            continue
-        label = report.parent.relative_to(root).as_posix() or "."
-        try:
-            prov = json.loads((report.parent / "parity.json").read_text(encoding="utf-8")).get("provenance") or {}
-            label = " ".join(str(prov[k]) for k in ("dtype", "profile") if prov.get(k)) or label
-        except (OSError, ValueError, AttributeError):
-            pass
-        found.append((label, os.path.relpath(report, out_dir)))
-    labels = [label for label, _ in found]
-    siblings = {}
-    for label, path in found:
-        if labels.count(label) > 1:
-            label = f"{label} ({Path(path).parent.as_posix()})"
-        siblings[label] = Path(path).as_posix()
-    others = sorted(root.glob("bench*.md")) + [root / "shards.md", root / "paper" / "paper.md"]
-    for other in others:
-        if other.is_file():
-            label = "paper table" if other.name == "paper.md" else other.stem.replace("_", " ")
-            siblings[label] = Path(os.path.relpath(other, out_dir)).as_posix()
-    return siblings
+    return {INDEX_LABEL: Path(os.path.relpath(root / INDEX_NAME, out_dir)).as_posix()}
 
 
 def ensure_diff_images(results: Dict, out_dir: Path) -> List[Path]:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Mapping, Sequence
+import shlex
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from parity.registry import METHODS, SMOOTH_MODES
 
@@ -70,3 +71,49 @@ def _in_order(values: Iterable[str], order: Iterable[str]) -> List[str]:
     values = list(dict.fromkeys(v for v in values if v is not None))
     rank = {name: i for i, name in enumerate(order)}
     return sorted(values, key=lambda v: (rank.get(v, len(rank)), values.index(v)))
+
+
+# Profiles that choose their own models, layers, batches and sizes: one of their cases is rerun
+# alone through a single-setup profile with the case's setup spelled out.
+_MULTI_SETUP_PROFILES = ("zoo", "upstream-suite")
+_RERUN_OUT = "rerun"  # never the default `reports`: a case rerun alone must not overwrite a committed report
+
+
+def rerun_command(case: Mapping, provenance: Optional[Mapping] = None) -> str:
+    """The one command line that computes this case again, alone (``python -m parity --profile ... --methods ...``)."""
+    prov = provenance or {}
+    profile = str(prov.get("profile") or "full")
+    words = ["python", "-m", "parity"]
+    if case.get("setup") and profile in _MULTI_SETUP_PROFILES:
+        words += ["--profile", "full"]
+        layers = case.get("target_layers") or {}
+        if case.get("model"):
+            words += ["--model", str(case["model"])]
+        if isinstance(layers, Mapping) and layers.get("torch"):
+            words += ["--target-layers", str(layers["torch"])]
+            if layers.get("paddle") and layers.get("paddle") != layers.get("torch"):
+                words += ["--paddle-target-layers", str(layers["paddle"])]
+        if case.get("batch") and int(case["batch"]) != 1:
+            words += ["--batch", str(case["batch"])]
+        if case.get("size"):
+            words += ["--size", "x".join(str(s) for s in case["size"])]
+        if case.get("target_category") is not None:
+            words += ["--target-category", str(case["target_category"])]
+    else:
+        words += ["--profile", profile]
+    words += ["--methods", str(case.get("method")), "--smooth", str(case.get("smooth"))]
+    dtype = case.get("dtype") or prov.get("dtype")
+    if dtype and dtype != "float32":
+        words += ["--dtype", str(dtype)]
+    words += ["--out", _RERUN_OUT]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _p999(case: Mapping, drawn: Optional[Mapping]) -> Optional[float]:
+    """The case's 99.9th percentile of |Δ|: recorded over the batch, or (older runs) from its drawn picture.
+
+    ``drawn`` is ``results["diff_images"]``.
+    """
+    if case.get("cam_p999_abs_diff") is not None:
+        return case["cam_p999_abs_diff"]
+    return ((drawn or {}).get("p999") or {}).get(_case_id(case))

@@ -9,11 +9,15 @@ from parity.report_cases import _in_order, _ordered_cases, _setups
 from parity.report_format import (
     HTML_NAME, REPORT_NAME, TITLE, _cell, _heading_anchor, _Images, _keep_together, _Links, _setup_anchor,
 )
+from parity.report_first_screen import computed_at_line, where_not_lines, worst_lines
 from parity.report_provenance import _fallback_lines, _provenance_lines
 from parity.report_tables import (
     _ablation_lines, _architecture_lines, _case_lines, _failure_lines, _matrix_lines, _methods_lines,
-    _metrics_lines, _not_passing_lines, _scale_info, _scale_lines, _siblings_line,
+    _metrics_lines, _scale_info, _scale_lines, _siblings_line,
 )
+
+# A metrics table longer than this is folded: the first screen already names what matters.
+_FOLD_METRICS_ROWS = 40
 from parity.report_verdict import verdict_line
 
 def _title(results: Mapping) -> str:
@@ -23,11 +27,21 @@ def _title(results: Mapping) -> str:
 
 
 def _first_screen(results: Mapping, cases: Sequence[Mapping], links: _Links) -> List[str]:
-    lines = [_title(results), "", verdict_line(results), ""]
+    """Does it pass (verdict and counts), where not (every failure and where it parted), how close (worst margins)."""
+    lines = [_title(results), "", verdict_line(results), "", computed_at_line(results, links.mode != "none"), ""]
     lines += _fallback_lines(results)
-    lines += _not_passing_lines(cases, links)
+    lines += where_not_lines(cases, links)
+    lines += worst_lines(cases, links, results.get("diff_images"))
     lines += _matrix_lines(cases, links) + [""]
     return lines
+
+
+def _metrics_section(results: Mapping, cases: Sequence[Mapping], links: _Links) -> List[str]:
+    table = _metrics_lines(cases, links, _scale_info(results))
+    head = [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""]
+    if len(cases) <= _FOLD_METRICS_ROWS:
+        return head + table
+    return head + [f"<details><summary>The metrics of all {len(cases)} cases</summary>", ""] + table + ["", "</details>"]
 
 
 def _contents_line(sections: Sequence[Tuple[str, str]]) -> str:
@@ -67,9 +81,11 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
         sections.append(("methods-no-smoothing", "Methods, no smoothing"))
         body += _methods_lines(by_key, setups[0], methods, img, scale, links) + [""]
     sections.append(("metrics-all-cases", "Metrics"))
-    body += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links, _scale_info(results)) + [""]
+    body += _metrics_section(results, cases, links) + [""]
     sections.append(("cases", "Cases"))
-    body += [f"## {_heading_anchor('cases')}Cases", ""]
+    body += [f"## {_heading_anchor('cases')}Cases", "",
+             "Each case is folded under one line: open it for its facts, the command that reruns it alone, "
+             "its pictures and every stage compared.", ""]
     for setup in setups:
         level = "###"
         if not one_setup:
@@ -77,7 +93,7 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
             level = "####"
         for case in cases:
             if (case.get("setup") or "") == setup:
-                body += _case_lines(case, img, scale, level)
+                body += _case_lines(case, img, scale, level, results.get("provenance"))
 
     lines = _first_screen(results, cases, links)
     lines += [_contents_line(sections), ""]
@@ -103,7 +119,7 @@ def render_summary_markdown(results: Mapping, siblings: Optional[Mapping[str, st
     lines += [_siblings_line(other, out_dir, companions=(report, HTML_NAME)), ""]
     lines += _architecture_lines(cases)
     lines += _provenance_lines(results) + [""]
-    lines += [f"## {_heading_anchor('metrics-all-cases')}Metrics, all cases", ""] + _metrics_lines(cases, links, _scale_info(results))
+    lines += _metrics_section(results, cases, links)
     failures = _failure_lines(cases)
     if failures:
         lines += [""] + failures

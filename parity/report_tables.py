@@ -7,7 +7,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 from urllib.parse import quote
 
 from parity.registry import METHODS, SMOOTH_MODES
-from parity.report_cases import _case_id, _comparable, _files, _in_order, _setups, _short_id
+from parity.report_cases import _case_id, _comparable, _files, _in_order, _p999, _setups, _short_id, rerun_command
 from parity.report_format import (
     CASE_WIDTH, GALLERY_WIDTH, GRID_WIDTH, LEGEND_WIDTH, _anchor, _breakable, _cell, _code, _drop_empty_columns, _fenced,
     _heading_anchor, _Images, _int, _Links, _of_bound, _percent_identical, _sci, _secs, _setup_anchor, _shape,
@@ -15,10 +15,6 @@ from parity.report_format import (
 )
 from parity.report_verdict import _EMOJI, case_status
 
-# How many not-passing cases the first screen names before it points at the metrics table.
-_FIRST_SCREEN_NAMES = 8
-# The statuses the first screen names: failures first, then what proves nothing.
-_NOT_PASSING = ("failed", "error", "float32 only", "ill-conditioned", "vacuous")
 
 
 def _bounds_note(cases: Sequence[Mapping]) -> str:
@@ -122,20 +118,6 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
     return lines + ["", "Cells: " + " · ".join(keys) + "."]
 
 
-def _not_passing_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
-    bad = [c for c in cases if case_status(c) in _NOT_PASSING]
-    if not bad:
-        return []
-    names = []
-    for case in bad[:_FIRST_SCREEN_NAMES]:
-        text = f"{_EMOJI[case_status(case)]} {_code(_case_id(case))}"
-        if case.get("first_divergent_stage"):
-            text += f" (first divergent: {case['first_divergent_stage']})"
-        names.append(links.case(case, text) if links.mode != "none" else text)
-    more = f", and {len(bad) - _FIRST_SCREEN_NAMES} more (see the metrics)" if len(bad) > _FIRST_SCREEN_NAMES else ""
-    return ["Not passing: " + ", ".join(names) + more, ""]
-
-
 def _architecture_lines(cases: Sequence[Mapping]) -> List[str]:
     """One line per setup (or case) whose architectures differ: where, and the harness's words."""
     differ = [c for c in cases if case_status(c) == "architectures differ"]
@@ -158,7 +140,12 @@ def _architecture_lines(cases: Sequence[Mapping]) -> List[str]:
 
 def _siblings_line(siblings: Optional[Mapping[str, str]], out_dir: Optional[Path],
                    companions: Iterable[str] = ()) -> str:
-    """``**Other reports:** [float64](f64/parity.md) · ...``: files that exist (or are written with this one)."""
+    """``**Reports:** [summary](parity_summary.md) · [index of every report](../README.md)``: files that exist.
+
+    ``siblings`` are this report's own twins and the one index of every report
+    (``sibling_reports``); a file that is not there (when ``out_dir`` is known)
+    is left out unless it is one of ``companions``, written with this one.
+    """
     if not siblings:
         return ""
     companions = set(companions)
@@ -169,7 +156,7 @@ def _siblings_line(siblings: Optional[Mapping[str, str]], out_dir: Optional[Path
         if out_dir is not None and path not in companions and not (Path(out_dir) / path).is_file():
             continue
         links.append(f"[{_cell(label)}]({quote(str(path), safe='/#+')})")
-    return ("**Other reports:** " + " · ".join(links)) if links else ""
+    return ("**Reports:** " + " · ".join(links)) if links else ""
 
 
 def _scale_info(results: Mapping) -> Optional[Mapping]:
@@ -271,13 +258,6 @@ def _seconds_cell(case: Mapping, side: str) -> str:
     if side == "torch" and case.get("torch_cached"):
         marks.append("c")
     return text + (f"<sup>{','.join(marks)}</sup>" if marks else "")
-
-
-def _p999(case: Mapping, drawn: Optional[Mapping]) -> Optional[float]:
-    """The case's 99.9th percentile of |Δ|: recorded over the batch, or (older runs) from its drawn picture."""
-    if case.get("cam_p999_abs_diff") is not None:
-        return case["cam_p999_abs_diff"]
-    return ((drawn or {}).get("p999") or {}).get(_case_id(case))
 
 
 def _metrics_lines(cases: Sequence[Mapping], links: _Links, drawn: Optional[Mapping] = None) -> List[str]:
@@ -391,10 +371,26 @@ def _case_facts(case: Mapping) -> str:
     return " · ".join(facts)
 
 
-def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: str = "###") -> List[str]:
+def _case_summary(case: Mapping) -> str:
+    """The one line a folded case shows: status, max|Δ| and its share of the bound."""
+    status = case_status(case)
+    text = f"{_EMOJI[status]} <b>{html.escape(_case_id(case))}</b> · {html.escape(status)}"
+    if case.get("cam_max_abs_diff") is not None and status not in ("error", "architectures differ"):
+        # an HTML block: no markdown escapes here, and no table to split at the pipes
+        text += f" · max|Δ| {_sci(case['cam_max_abs_diff'])} ({html.escape(_of_bound(case))} of bound)"
+    return text
+
+
+def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: str = "###",
+                provenance: Optional[Mapping] = None) -> List[str]:
+    """One case, folded under its one-line summary: facts, the command that reruns it, pictures, stages, message.
+
+    (``level`` is kept for callers that pass it; a folded case has no heading.)
+    """
     case_id = _case_id(case)
     status = case_status(case)
-    lines = [f"{level} {_heading_anchor(_anchor(case_id))}{_EMOJI[status]} {_cell(case_id)}", "", _case_facts(case), ""]
+    lines = [_heading_anchor(_anchor(case_id)), "", f"<details><summary>{_case_summary(case)}</summary>", "",
+             _case_facts(case), "", "Rerun alone: " + _code(rerun_command(case, provenance)), ""]
     targets = case.get("target_categories") or {}
     if targets:
         lines += ["Target categories: " + ", ".join(f"{k} `{v}`" for k, v in targets.items()), ""]
@@ -438,7 +434,7 @@ def _case_lines(case: Mapping, img: _Images, scale: Optional[Mapping], level: st
             lines += _fenced(message) + [""]
     elif status in ("failed", "float32 only") or (status == "ill-conditioned" and not case.get("passed")):
         lines += _fenced(case.get("message") or "(no message)") + [""]
-    return lines
+    return lines + ["</details>", ""]
 
 
 def _failure_lines(cases: Sequence[Mapping]) -> List[str]:

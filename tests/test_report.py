@@ -203,7 +203,7 @@ def test_report_contents(tmp_path):
     assert 'src="diff/log_no_smooth/ablationcam_absdiff.jpg" width="180"' in text
 
     # per-case sections in registry order: gradcam, gradcam++, ablationcam, eigencam
-    sections = [text.index(f"></a>{emoji} {cid}\n") for emoji, cid in
+    sections = [text.index(f"<summary>{emoji} <b>{cid}</b>") for emoji, cid in
                 (("✅", "gradcam-no_smooth"), ("💥", "gradcam++-eigen_smooth"),
                  ("✅", "ablationcam-no_smooth"), ("❌", "eigencam-aug_smooth"))]
     assert sections == sorted(sections)
@@ -220,6 +220,10 @@ def test_report_contents(tmp_path):
     assert links
     for link in links:
         assert not link.startswith("/") and (tmp_path / link).is_file(), link
+
+    # each case folded under one line, with the command that reruns it alone
+    assert text.count("<details><summary>✅ <b>") == 2
+    assert "Rerun alone: `python -m parity --profile quick --methods eigencam --smooth aug_smooth --out rerun`" in text
 
     # the failing case: first divergent stage and its message in a code block
     assert "**logits** ⬅ first divergent" in text

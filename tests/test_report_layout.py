@@ -205,8 +205,12 @@ def test_seed_profile_first_screen_has_verdict_matrix_and_contents(tmp_path):
         assert f'<a name="{anchor}" id="{anchor}"></a>' in text, anchor
     assert "[float64](f64/parity.md)" in first and "bench.md" not in first
     assert "[summary (no pictures)](parity_summary.md)" in first and "[HTML (self-contained)](parity.html)" in first
-    # short enough to be one screen: title, verdict, 10 matrix lines, legend, contents, siblings
-    assert len([line for line in lines if line.strip()]) <= 16
+    # how close: the five cases nearest their bound, the nearest first
+    worst = first.split("Closest to the bound", 1)[1].split("\n\n", 2)[1].splitlines()
+    assert len(worst) == 2 + 5 and worst[2].startswith("| [✅ ablationcam-no_smooth](#case-ablationcam-no_smooth) | 27% |")
+    # short enough to be one screen: title, verdict, commit, 7 lines of worst cases, 10 matrix lines, legend,
+    # contents, siblings
+    assert len([line for line in lines if line.strip()]) <= 25
     assert check_markdown(tmp_path / "parity.md") == []
     assert check_markdown(tmp_path / "parity_summary.md") == []
     _assert_fits(text)
@@ -221,12 +225,17 @@ def test_failures_are_on_the_first_screen(tmp_path):
     text = render_markdown(results)
     first = _first_screen(text)
     assert first.splitlines()[2].startswith("❌ **FAIL** · **30/32 cases passed**")
-    assert "Not passing: [❌ `gradcam++-aug_smooth` (first divergent: gradients)](#case-gradcampp-aug_smooth)" in first
+    # where not: every failure with the stage it parted at, and the error's last line
+    assert ("- [❌ `gradcam++-aug_smooth`](#case-gradcampp-aug_smooth) (failed): first divergent stage "
+            "`gradients`") in first
+    assert "- [💥 `xgradcam-aug_smooth`](#case-xgradcam-aug_smooth) (error): did not finish: Segmentation fault" in first
     assert "[💥\u00a0error](#case-xgradcam-aug_smooth)" in first
     assert "[❌\u00a025×](#case-gradcampp-aug_smooth)" in first
-    # the failing case's stage table is shown, a passing one's is folded
-    section = text.split('id="case-gradcampp-aug_smooth"', 1)[1].split("\n### ", 1)[0]
-    assert "<details>" not in section and "boom | bad" in section
+    # and it heads the cases closest to (here: over) their bound
+    assert first.split("Closest to the bound", 1)[1].split("\n| [", 2)[1].startswith("❌ gradcam++-aug_smooth](")
+    # the failing case's stage table is shown inside its fold, a passing one's is folded once more
+    section = text.split('id="case-gradcampp-aug_smooth"', 1)[1].split("\n</details>\n\n<a name", 1)[0]
+    assert section.count("<details>") == 1 and "boom | bad" in section
     assert "<details><summary>1 stages compared, all within their bounds</summary>" in text
 
 
@@ -609,23 +618,18 @@ def _hottest_matches_the_scale(out_dir, results, case_id, top) -> bool:
 
 
 # -- siblings and the step summary's command line -----------------------------------------
-def test_sibling_reports_are_found_and_labelled_by_their_run(tmp_path):
-    for sub, dtype, profile in (("", "float32", "full"), ("f64", "float64", "full"), ("f64-full", "float64", "full"),
-                                ("quick", "float32", "quick")):
-        directory = tmp_path / sub
-        directory.mkdir(exist_ok=True)
-        (directory / "parity.md").write_text("# r\n", encoding="utf-8")
-        (directory / "parity.json").write_text(json.dumps({"provenance": {"dtype": dtype, "profile": profile}}))
-    for name in ("bench.md", "bench_zoo.md", "shards.md"):
-        (tmp_path / name).write_text("# b\n", encoding="utf-8")
-    (tmp_path / "paper").mkdir()
-    (tmp_path / "paper" / "paper.md").write_text("# p\n", encoding="utf-8")
-    assert sibling_reports(tmp_path) == {"float64 full (f64)": "f64/parity.md",
-                                         "float64 full (f64-full)": "f64-full/parity.md",
-                                         "float32 quick": "quick/parity.md", "bench": "bench.md",
-                                         "bench zoo": "bench_zoo.md", "shards": "shards.md",
-                                         "paper table": "paper/paper.md"}
-    assert sibling_reports(tmp_path / "quick", tmp_path)["float32 full"] == "../parity.md"
+def test_reports_link_the_one_index_not_each_other(tmp_path):
+    (tmp_path / "quick").mkdir()
+    assert sibling_reports(tmp_path) == {"index of every report": "README.md"}
+    assert sibling_reports(tmp_path / "quick", tmp_path) == {"index of every report": "../README.md"}
+    results = seed_results()
+    texts = render_dir(results, tmp_path / "quick", siblings=sibling_reports(tmp_path / "quick", tmp_path))
+    assert "README.md" not in texts["parity.md"]  # no index yet: no broken link
+    (tmp_path / "README.md").write_text("# Reports\n", encoding="utf-8")
+    texts = render_dir(results, tmp_path / "quick", siblings=sibling_reports(tmp_path / "quick", tmp_path))
+    first = _first_screen(texts["parity.md"])
+    assert "[index of every report](../README.md)" in first and "**Reports:**" in first
+    assert check_markdown(tmp_path / "quick" / "parity.md") == []
 
 
 def test_step_summary_command_line(tmp_path, capsys):
@@ -646,10 +650,10 @@ def test_rerender_writes_a_finished_runs_reports_again_and_links_new_siblings(tm
     (tmp_path / "full" / "parity.json").write_text(json.dumps(results))
     report.rerender(tmp_path / "full", tmp_path)
     first = (tmp_path / "full" / "parity.md").read_text(encoding="utf-8")
-    assert "bench zoo" not in first
-    (tmp_path / "bench_zoo.md").write_text("# b\n", encoding="utf-8")  # a sibling report appears afterwards
+    assert "README.md" not in first
+    (tmp_path / "README.md").write_text("# b\n", encoding="utf-8")  # the index appears afterwards
     assert report.main([str(tmp_path / "full"), "--root", str(tmp_path)]) == 0
     again = (tmp_path / "full" / "parity.md").read_text(encoding="utf-8")
-    assert "[bench zoo](../bench_zoo.md)" in again
+    assert "[index of every report](../README.md)" in again
     assert json.loads((tmp_path / "full" / "parity.json").read_text())["cases"] == results["cases"]
     assert (tmp_path / "full" / "parity.html").is_file() and (tmp_path / "full" / "parity_summary.md").is_file()
