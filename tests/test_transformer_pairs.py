@@ -145,17 +145,25 @@ def test_transformer_pair_agrees_with_upstream(name, dtype, method_name):
 
 @pytest.mark.slow
 def test_swin_without_its_switch_is_another_network():
-    """PaddleClas's Swin as shipped (shifted last-stage window) is refused by the transfer, naming the block."""
+    """PaddleClas's Swin as shipped (a shifted window in the last stage) is refused; the switch changes that block only."""
     _skip_without_paddleclas()
     from parity.hubs.seeding import seeded_hub_state
+    from parity.hubs.transformers import swin_unshifted_at_window_resolution
     from parity.transfer import TransferError, transfer_weights
 
     spec = arch("swin_tiny_patch4_window7_224")
     torch_model = spec.new_torch_model()
     torch_model.load_state_dict(seeded_hub_state(spec, 0))
     torch_model.eval()
-    paddle_model = spec.new_paddle_model("float32", switches=False)
-    paddle_model.eval()
+    shipped = spec.new_paddle_model("float32", switches=False)
+    shipped.eval()
     x = np.random.RandomState(3).randn(1, 3, 224, 224).astype("float32")
-    with pytest.raises(TransferError, match=r"layers\.3"):
-        transfer_weights(torch_model, paddle_model, [x], direction="torch_to_paddle")
+    with pytest.raises(TransferError, match=r"outputs differ on example input \(1, 3, 224, 224\)"):
+        transfer_weights(torch_model, shipped, [x], direction="torch_to_paddle")
+
+    shifts = {(i, j): block.shift_size for i, layer in enumerate(shipped.layers) for j, block in enumerate(layer.blocks)}
+    assert swin_unshifted_at_window_resolution(shipped) == 1
+    changed = {key for key, shift in shifts.items()
+               if shipped.layers[key[0]].blocks[key[1]].shift_size != shift}
+    assert changed == {(3, 1)}, changed
+    transfer_weights(torch_model, shipped, [x], direction="torch_to_paddle")
