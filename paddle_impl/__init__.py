@@ -2,17 +2,29 @@
 
 Names and call shapes follow upstream, so switching is one import line::
 
+    import paddle
     from paddle_impl import GradCAM
+
+    paddle.seed(0)
+    model = paddle.vision.models.resnet50()  # or your trained model
+    model.eval()
+    x = paddle.rand([1, 3, 224, 224])  # a preprocessed image batch
     with GradCAM(model=model, target_layers=[model.layer4]) as cam:
-        grayscale = cam(input_tensor=x, targets=None, aug_smooth=False, eigen_smooth=False)
+        grayscale = cam(input_tensor=x, targets=None, aug_smooth=False, eigen_smooth=False)  # (1, 224, 224)
 
 The CAM classes are imported on first use, so the framework-free helpers
-(``paddle_impl.atomic``, ``paddle_impl.errors``) can be used by the parity
-harness's orchestrator without loading Paddle.
+(``paddle_impl.atomic``, ``paddle_impl.errors``, ``paddle_impl.method_table``)
+load without Paddle.  Only Paddle and its usual companions (numpy, OpenCV,
+scipy, scikit-learn, matplotlib) are imported: never torch.
 """
 from __future__ import annotations
 
 import importlib
+import warnings
+
+# Importing Paddle warns when ccache is missing: it concerns compiling C++ extensions, which
+# the port never does, so it would only be noise on every user's first import.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 _EXPORTS = {
     "AblationCAM": "paddle_impl.ablation_cam",

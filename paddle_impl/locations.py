@@ -22,10 +22,12 @@ Standard library only, so the framework-free tools can import it cheaply.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 __all__ = [
     "PROJECT_NAME",
@@ -39,6 +41,7 @@ __all__ = [
     "weights_dir",
     "cache_dir",
     "fallback_image",
+    "install_command",
 ]
 
 PROJECT_NAME = "paddle-gradcam-parity"
@@ -129,3 +132,49 @@ def fallback_image() -> Optional[Path]:
     except Exception:  # noqa: BLE001 - any failure just means "no fallback"
         return None
     return found if found.is_file() else None
+
+
+def _installed_from() -> Optional[Tuple[str, bool]]:
+    """(source, editable) of this project's installed distribution, from pip's ``direct_url.json`` (PEP 610).
+
+    ``source`` is a local directory or archive; None when the distribution was
+    not installed from a local path (or is not installed at all).
+    """
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        text = metadata.distribution(PROJECT_NAME).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        record = json.loads(text or "")
+    except ValueError:
+        return None
+    url = urlparse(str(record.get("url", "")))
+    if url.scheme != "file":
+        return None
+    editable = bool((record.get("dir_info") or {}).get("editable"))
+    return unquote(url.path), editable
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` (``parity``...) to this project, as the user installed it.
+
+    The project is not on PyPI, so the command names where it came from: the
+    checkout it runs from (``pip install '.[parity]'`` in that directory), or
+    the directory or wheel pip recorded when it was installed.
+    """
+    root = checkout_root()
+    if root is not None:
+        editable = _installed_from()
+        flag = "-e " if editable is not None and editable[1] else ""
+        where = "." if Path.cwd().resolve() == root.resolve() else str(root)
+        return f"pip install {flag}{shlex.quote(f'{where}[{extra}]')}"
+    source = _installed_from()
+    if source is None:
+        return f"pip install '<your checkout of {PROJECT_NAME}>[{extra}]'"
+    path, editable = source
+    if Path(path).exists():
+        return f"pip install {'-e ' if editable else ''}{shlex.quote(f'{path}[{extra}]')}"
+    return f"pip install '<your checkout of {PROJECT_NAME}>[{extra}]' (it was installed from {path}, which is gone)"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import contextlib
 import json
 import os
@@ -284,11 +285,14 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> in
     """``python -m parity`` (``prog`` is the name the console script is called by); ``... merge DIR...`` merges shards."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
-        from parity.shard import build_merge_parser, merge
+        from parity.shard import RunCommand, build_merge_parser, merge
 
         args = build_merge_parser(f"{prog} merge").parse_args(argv[1:])
+        command = RunCommand(parse_run_args=build_parser().parse_args, prepare_run=prepare_run,
+                             write_results=write_results, print_progress=print_progress,
+                             announce_recheck=announce_recheck)
         with cli_errors(prog, debug=args.debug):
-            return merge(args)
+            return merge(args, command)
     parser = build_parser()
     parser.prog = prog
     args = parser.parse_args(argv)
@@ -395,7 +399,21 @@ def _reports_root(out: Path) -> Path:
 
 def console_main() -> int:
     """The ``paddle-gradcam-parity`` console script."""
-    return main(prog="paddle-gradcam-parity")
+    prog = "paddle-gradcam-parity"
+    if not {"-h", "--help"} & set(sys.argv[1:]):
+        _require_the_parity_extra(prog)
+    return main(prog=prog)
+
+
+def _require_the_parity_extra(prog: str) -> None:
+    """One line naming the extra to install when upstream's side is missing (a plain ``pip install .``)."""
+    from paddle_impl.locations import install_command
+
+    missing = [name for name in ("torch", "torchvision", "pytorch_grad_cam") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"{prog}: error: the harness runs upstream pytorch-grad-cam, which needs {', '.join(missing)}, "
+              f"not installed here: {install_command('parity')}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def run_cache_key(config) -> str:

@@ -1,9 +1,11 @@
 """The one registry of CAM methods, smoothing modes, setups and profiles.
 
-Everything that enumerates methods reads this file: ``cam.py``'s choices, the
+Everything in the harness that enumerates methods reads this file: the
 parity matrix and its pytest ids (``gradcam-aug_smooth``), the report rows and
-the benchmarks.  Adding a method is one ``MethodSpec`` here plus its port;
-how the worker builds and calls it is its ``recipe`` (``parity.recipes``).
+the benchmarks.  A method's name, class, recipe and smoothing modes are the
+port's (``paddle_impl.method_table``, which ``cam.py`` reads too); adding one
+is an entry there, its port, and one ``_measured`` line here with its bounds.
+How the worker builds and calls it is its ``recipe`` (``parity.recipes``).
 Models come from the model zoo (``parity.model_zoo``); a ``Setup`` says
 which model, layers, input size, batch and target a case runs on, and a
 ``Profile`` says which setups each method gets.
@@ -20,13 +22,15 @@ import importlib
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+# The port's method table names each method, its class, recipe and modes; this registry adds what the
+# harness measures about it.
+from paddle_impl.method_table import ALL_SMOOTHS, PLAIN_SMOOTHS
+from paddle_impl.method_table import METHODS as PORT_METHODS
+
 __all__ = [
     "MethodSpec", "METHODS", "SEED_METHODS", "SmoothMode", "SMOOTH_MODES", "Setup", "Profile", "PROFILES",
     "STAGES", "Case", "all_cases", "method", "smooth_mode", "smooth_name", "resolve_methods",
 ]
-
-ALL_SMOOTHS = ("no_smooth", "aug_smooth", "eigen_smooth", "aug_eigen_smooth")
-PLAIN_SMOOTHS = ("no_smooth", "eigen_smooth")
 
 
 @dataclass(frozen=True)
@@ -152,38 +156,45 @@ _RANDOM_NOTE = (
     "weights; float32 CAM max|Δ| <= 5.1e-7, float64 identical"
 )
 
+def _measured(name: str, cam_atol_float32: float, cam_atol_float64: float, tolerance_note: str, torch_seconds: float,
+              paddle_seconds: float, **measured) -> MethodSpec:
+    """The harness's entry for the port's method ``name``: its class, recipe and modes from the port's
+    table (``paddle_impl.method_table``), with what was measured here (bounds, timings, stage bounds)."""
+    port = PORT_METHODS[name]
+    return MethodSpec(name, port.class_name, port.class_name, port.uses_gradients, port.has_channel_weights,
+                      port.reruns_network_per_channel, cam_atol_float32, cam_atol_float64, tolerance_note,
+                      torch_seconds, paddle_seconds, recipe=port.recipe, smooths=port.smooths,
+                      draws_random=port.draws_random, **measured)
+
+
 METHODS: Dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
-        MethodSpec("gradcam", "GradCAM", "GradCAM", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.22, seed_matrix=True),
-        MethodSpec("gradcam++", "GradCAMPlusPlus", "GradCAMPlusPlus", True, True, False, 1e-4, 1e-6, _F32_NOTE, 0.33, 0.22, seed_matrix=True),
-        MethodSpec("xgradcam", "XGradCAM", "XGradCAM", True, True, False, 5e-4, 1e-6, _XGRAD_NOTE, 0.33, 0.23, seed_matrix=True),
-        MethodSpec("ablationcam", "AblationCAM", "AblationCAM", False, True, True, 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55, seed_matrix=True,
-                   stage_rtol_float32=(("raw_cam", 2e-3),)),
-        MethodSpec("scorecam", "ScoreCAM", "ScoreCAM", False, True, True, 1e-4, 1e-6, _F32_NOTE, 200.0, 133.0, seed_matrix=True),
-        MethodSpec("eigencam", "EigenCAM", "EigenCAM", False, False, False, 1e-4, 1e-6, _F32_NOTE, 0.28, 0.26, seed_matrix=True),
-        MethodSpec("eigengradcam", "EigenGradCAM", "EigenGradCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.53, 0.26, seed_matrix=True),
-        MethodSpec("layercam", "LayerCAM", "LayerCAM", True, False, False, 1e-4, 1e-6, _F32_NOTE, 0.37, 0.27, seed_matrix=True),
+        _measured("gradcam", 1e-4, 1e-6, _F32_NOTE, 0.37, 0.22, seed_matrix=True),
+        _measured("gradcam++", 1e-4, 1e-6, _F32_NOTE, 0.33, 0.22, seed_matrix=True),
+        _measured("xgradcam", 5e-4, 1e-6, _XGRAD_NOTE, 0.33, 0.23, seed_matrix=True),
+        _measured("ablationcam", 5e-4, 1e-6, _ABLATION_NOTE, 202.0, 1.55, seed_matrix=True, stage_rtol_float32=(("raw_cam", 2e-3),)),
+        _measured("scorecam", 1e-4, 1e-6, _F32_NOTE, 200.0, 133.0, seed_matrix=True),
+        _measured("eigencam", 1e-4, 1e-6, _F32_NOTE, 0.28, 0.26, seed_matrix=True),
+        _measured("eigengradcam", 1e-4, 1e-6, _F32_NOTE, 0.53, 0.26, seed_matrix=True),
+        _measured("layercam", 1e-4, 1e-6, _F32_NOTE, 0.37, 0.27, seed_matrix=True),
         # -- the rest of grad-cam 1.5.7's exported CAM classes --------------------------------------
-        MethodSpec("hirescam", "HiResCAM", "HiResCAM", True, False, False, 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
-        MethodSpec("gradcamelementwise", "GradCAMElementWise", "GradCAMElementWise", True, False, False, 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
-        MethodSpec("fullgrad", "FullGrad", "FullGrad", True, False, False, 2e-2, 1e-6, _FULLGRAD_NOTE, 1.2, 1.0,
-                   recipe="fullgrad", stage_rtol_float32=(("raw_cam", 2e-2),)),
-        MethodSpec("shapleycam", "ShapleyCAM", "ShapleyCAM", True, True, False, 1e-4, 1e-6, _NEW_NOTE, 1.0, 1.0),
-        MethodSpec("fem", "FEM", "FEM", False, False, False, 1e-4, 1e-6, _NEW_NOTE, 0.28, 0.26),
-        MethodSpec("kpca_cam", "KPCA_CAM", "KPCA_CAM", False, False, False, 1e-4, 1e-6, _NEW_NOTE, 0.4, 0.4),
-        MethodSpec("randomcam", "RandomCAM", "RandomCAM", True, True, False, 1e-4, 1e-6, _RANDOM_NOTE, 0.37, 0.22, draws_random=True),
-        MethodSpec("finercam", "FinerCAM", "FinerCAM", True, True, False, 1e-4, 1e-6, _FINER_NOTE, 0.37, 0.22,
-                   recipe="finer", smooths=PLAIN_SMOOTHS),
-        MethodSpec("segeigencam", "SegEigenCAM", "SegEigenCAM", True, False, False, 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
-        MethodSpec("refinecam", "RefineCAM", "RefineCAM", True, True, False, 1e-4, 1e-6, _REFINE_NOTE, 1.0, 0.7,
-                   recipe="refine", smooths=PLAIN_SMOOTHS, stage_rtol_float32=(("gradients", 2e-2),)),
-        MethodSpec("sess", "SESS", "SESS", True, True, False, 1e-4, 1e-6, _NEW_NOTE, 40.0, 30.0,
-                   recipe="sess", smooths=PLAIN_SMOOTHS),
-        MethodSpec("dff", "DeepFeatureFactorization", "DeepFeatureFactorization", False, False, False, 1e-4, 1e-6,
-                   _NEW_NOTE, 0.5, 0.5, recipe="dff", smooths=("no_smooth",)),
+        _measured("hirescam", 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
+        _measured("gradcamelementwise", 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
+        _measured("fullgrad", 2e-2, 1e-6, _FULLGRAD_NOTE, 1.2, 1.0, stage_rtol_float32=(("raw_cam", 2e-2),)),
+        _measured("shapleycam", 1e-4, 1e-6, _NEW_NOTE, 1.0, 1.0),
+        _measured("fem", 1e-4, 1e-6, _NEW_NOTE, 0.28, 0.26),
+        _measured("kpca_cam", 1e-4, 1e-6, _NEW_NOTE, 0.4, 0.4),
+        _measured("randomcam", 1e-4, 1e-6, _RANDOM_NOTE, 0.37, 0.22),
+        _measured("finercam", 1e-4, 1e-6, _FINER_NOTE, 0.37, 0.22),
+        _measured("segeigencam", 1e-4, 1e-6, _NEW_NOTE, 0.37, 0.22),
+        _measured("refinecam", 1e-4, 1e-6, _REFINE_NOTE, 1.0, 0.7, stage_rtol_float32=(("gradients", 2e-2),)),
+        _measured("sess", 1e-4, 1e-6, _NEW_NOTE, 40.0, 30.0),
+        _measured("dff", 1e-4, 1e-6, _NEW_NOTE, 0.5, 0.5),
     ]
 }
+if list(METHODS) != list(PORT_METHODS):
+    raise RuntimeError("parity.registry.METHODS must list the port's methods (paddle_impl.method_table), in its order")
 
 SEED_METHODS: Tuple[str, ...] = tuple(name for name, spec in METHODS.items() if spec.seed_matrix)
 

@@ -29,9 +29,9 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from paddle_impl.errors import UserError
 from parity.cache import ResultCache
@@ -225,15 +225,30 @@ def _manifests(directories: List[str]) -> List[Tuple[Path, Dict]]:
     return sorted(found, key=lambda pair: pair[1]["shard"])
 
 
-def merge(args: argparse.Namespace) -> int:
-    from parity.cli import announce_recheck, build_parser, prepare_run, print_progress, write_results
+@dataclass(frozen=True)
+class RunCommand:
+    """What the merge borrows from the command line that runs it (``parity.cli``).
+
+    Passed in rather than imported: the command line sits above this module
+    and imports it, so an import back would make a cycle.  ``parse_run_args``
+    reads a shard's recorded argv as the run's options.
+    """
+
+    parse_run_args: Callable[[List[str]], argparse.Namespace]
+    prepare_run: Callable
+    write_results: Callable
+    print_progress: Callable
+    announce_recheck: Callable
+
+
+def merge(args: argparse.Namespace, command: RunCommand) -> int:
     from parity.runner import CaseCollector, LiveProcesses, recheck_in_float64, run_plan
 
     shards = _manifests(args.shards)
     first = shards[0][1]
-    run_args = build_parser().parse_args(first["argv"] + ["--out", args.out, "--jobs", str(args.jobs)])
+    run_args = command.parse_run_args(first["argv"] + ["--out", args.out, "--jobs", str(args.jobs)])
     run_args.no_cache = args.no_cache
-    config, provenance = prepare_run(run_args)
+    config, provenance = command.prepare_run(run_args)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="parity-merge-") as work:
         work = Path(work)
@@ -258,7 +273,7 @@ def merge(args: argparse.Namespace) -> int:
             return JobOutcome(moved, True, info["seconds"], directory, cached=info["cached"],
                               result=json.loads((directory / "result.json").read_text()))
 
-        collector = CaseCollector(config, print_progress)
+        collector = CaseCollector(config, command.print_progress)
         cache = ResultCache(config.cache.directory, enabled=not args.no_cache)
         for job in shard_items(plan):
             outcome = outcome_of(job)
@@ -285,7 +300,7 @@ def merge(args: argparse.Namespace) -> int:
         live = LiveProcesses()
         run_plan(config, Plan(jobs=waiting), on_outcome, live)
         records = collector.in_order()
-        recheck_in_float64(config, records, live, on_start=announce_recheck)
+        recheck_in_float64(config, records, live, on_start=command.announce_recheck)
     shard_times = ", ".join(f"{m['shard']}: {m['wall_seconds']:.0f} s" for _, m in shards)
     provenance["schedule"] = (f"{len(shards)} shards ({shard_times}); merged in {time.perf_counter() - started:.0f} s, "
                               f"{len(waiting)} worker process(es) at the merge")
@@ -293,7 +308,7 @@ def merge(args: argparse.Namespace) -> int:
                              "estimated_seconds": m.get("estimated_seconds"), "cpu": m["provenance"].get("cpu"),
                              "date": m["provenance"].get("date")} for _, m in shards]
     provenance["wall_seconds"] = max(m["wall_seconds"] for _, m in shards) + round(time.perf_counter() - started, 1)
-    return write_results(Path(args.out), provenance, records)
+    return command.write_results(Path(args.out), provenance, records)
 
 
 def _store(config: RunConfig, cache: ResultCache, job: WorkerJob) -> None:
