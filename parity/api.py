@@ -122,7 +122,7 @@ def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray,
 def compare_models(
     torch_model: Any,
     paddle_model: Any,
-    input: np.ndarray,
+    input: Union[np.ndarray, Sequence[np.ndarray]],
     *,
     torch_layers: Layers,
     paddle_layers: Layers,
@@ -137,10 +137,13 @@ def compare_models(
 ) -> List[Dict]:
     """Compare the CAMs of ``torch_model`` (through upstream pytorch_grad_cam) and ``paddle_model`` (through the port).
 
-    ``input`` is one (B, C, H, W) numpy array fed to both; ``targets`` the
+    ``input`` is one (B, C, H, W) numpy array fed to both, or a list of
+    them (different images and sizes): each is compared as its own setup
+    (named ``NAME#i``) and its records are returned in order; ``targets`` the
     class index explained for each image (default: each image's argmax, as
     upstream); ``image`` the (H, W, 3) float picture in [0, 1] the overlays are
-    drawn on (default: the first input, min-max scaled); ``cam_kwargs`` maps a
+    drawn on (default: the first image of the input, min-max scaled; with a
+    list of inputs, one picture per input); ``cam_kwargs`` maps a
     method to more constructor arguments for (torch, paddle), e.g.
     ``{"ablationcam": ({"ablation_layer": AblationLayerVit()}, {"ablation_layer": paddle_impl.AblationLayerVit()})}``.  Returns one record
     per (method, smoothing mode) the method has, as in ``parity.json``; with
@@ -148,55 +151,95 @@ def compare_models(
     A case over its bound at the logits or activations names the first layer
     whose outputs differ (``first_divergent_layer``).
     """
+    arrays = _input_arrays(input)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    images = _images(image, arrays)
+    categories = None if targets is None else [int(c) for c in targets]
+    sides = {"torch": _Side("torch", torch_model, torch_layers, reshape_transform[0]),
+             "paddle": _Side("paddle", paddle_model, paddle_layers, reshape_transform[1])}
+    records: List[Dict] = []
+    setups: List[Setup] = []
+    with tempfile.TemporaryDirectory(prefix="parity-compare-") as work:
+        work = Path(work)
+        report_dir = Path(out) if out is not None else work / "report"
+        for index, (input_array, rgb) in enumerate(zip(arrays, images)):
+            # Each input is its own setup (its size and batch), named #index when there are several.
+            setup_name = name if len(arrays) == 1 else f"{name}#{index}"
+            setup = Setup(name=setup_name, model=type(torch_model).__name__, torch_layers=sides["torch"].layer_text,
+                          paddle_layers=sides["paddle"].layer_text, size=(input_array.shape[3], input_array.shape[2]),
+                          batch=input_array.shape[0], target_category=None if categories is None else categories[0])
+            setups.append(setup)
+            records.extend(_compare_input(torch_model, paddle_model, sides, setup, input_array, rgb, methods, smooth,
+                                          categories, cam_kwargs, work / f"input{index}", report_dir))
+        if out is not None:
+            _write_report(records, report_dir, setups[0])
+    return records
+
+
+def _input_arrays(input: Any) -> List[np.ndarray]:
+    """One (B, C, H, W) array, or a list of them (sizes may differ), as contiguous arrays of one dtype."""
+    items = list(input) if isinstance(input, (list, tuple)) else [input]
+    if not items:
+        raise ValueError("input is an empty list: give at least one (B, C, H, W) array")
+    arrays = [np.ascontiguousarray(item) for item in items]
+    for index, array in enumerate(arrays):
+        which = "input" if len(arrays) == 1 else f"input[{index}]"
+        if array.ndim != 4:
+            raise ValueError(f"{which} must be one (B, C, H, W) array, got shape {array.shape}")
+    dtypes = sorted({str(array.dtype) for array in arrays})
+    if len(dtypes) > 1:
+        raise ValueError(f"the inputs must share one dtype (the models' own), got {', '.join(dtypes)}")
+    return arrays
+
+
+def _images(image: Any, arrays: List[np.ndarray]) -> List[np.ndarray]:
+    """The overlay picture of each input: the given one(s), else each input's first image min-max scaled."""
+    if image is None:
+        return [_picture(array) for array in arrays]
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if len(images) != len(arrays):
+        raise ValueError(f"image: {len(images)} picture(s) for {len(arrays)} input(s); give one per input or none")
+    return [np.float32(picture) for picture in images]
+
+
+def _compare_input(torch_model: Any, paddle_model: Any, sides: Dict[str, "_Side"], setup: Setup,
+                   input_array: np.ndarray, rgb: np.ndarray, methods: Sequence[str], smooth: Sequence[str],
+                   categories: Optional[List[int]], cam_kwargs: Optional[Dict[str, Tuple[Dict, Dict]]],
+                   work: Path, report_dir: Path) -> List[Dict]:
+    """Every case of one input: both sides run, every stage compared, one record per case."""
     from parity.case_record import finalize_case
     from parity.config import RunConfig
     from parity.outcome import JobOutcome
 
-    input_array = np.ascontiguousarray(input)
-    if input_array.ndim != 4:
-        raise ValueError(f"input must be one (B, C, H, W) array, got shape {input_array.shape}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     dtype = str(input_array.dtype)
-    rgb = _picture(input_array) if image is None else np.float32(image)
-    categories = None if targets is None else [int(c) for c in targets]
-    sides = {"torch": _Side("torch", torch_model, torch_layers, reshape_transform[0]),
-             "paddle": _Side("paddle", paddle_model, paddle_layers, reshape_transform[1])}
-    setup = Setup(name=name, model=type(torch_model).__name__, torch_layers=sides["torch"].layer_text,
-                  paddle_layers=sides["paddle"].layer_text, size=(input_array.shape[3], input_array.shape[2]),
-                  batch=input_array.shape[0], target_category=None if categories is None else categories[0])
     cases = [Case(m, s, setup) for m in methods for s in smooth if s in METHODS[m].smooths]
+    config = RunConfig(cases=cases, weights={}, dtype=dtype, device="cpu", image=Path("."), cache_fields={},
+                       out=report_dir, profile="custom", threads=1)
+    diagnosis: Dict = {}
+
+    def diagnose_layers(case: Case, torch_out: JobOutcome, case_input: np.ndarray) -> Dict:
+        if not diagnosis:
+            from parity.weight_transfer import diagnose_first_divergence
+            from parity.compare import stage_bounds
+
+            found = diagnose_first_divergence(torch_model, paddle_model, case_input,
+                                              rtol=stage_bounds(case.spec, dtype)["logits"].value)
+            diagnosis.update({"found": False} if found is None else {**asdict(found), "found": True, "message": found.message})
+        return diagnosis
+
     records = []
-    with tempfile.TemporaryDirectory(prefix="parity-compare-") as work:
-        work = Path(work)
-        report_dir = Path(out) if out is not None else work / "report"
-        config = RunConfig(cases=cases, weights={}, dtype=dtype, device="cpu", image=Path("."), cache_fields={},
-                           out=report_dir, profile="custom", threads=1)
-        diagnosis: Dict = {}
-
-        def diagnose_layers(case: Case, torch_out: JobOutcome, case_input: np.ndarray) -> Dict:
-            if not diagnosis:
-                from parity.weight_transfer import diagnose_first_divergence
-                from parity.compare import stage_bounds
-
-                found = diagnose_first_divergence(torch_model, paddle_model, case_input,
-                                                  rtol=stage_bounds(case.spec, dtype)["logits"].value)
-                diagnosis.update({"found": False} if found is None else {**asdict(found), "found": True, "message": found.message})
-            return diagnosis
-
-        for name_ in dict.fromkeys(case.method for case in cases):
-            modes = [case.smooth for case in cases if case.method == name_]
-            outcomes = {}
-            extras = (cam_kwargs or {}).get(name_, ({}, {}))
-            for (framework, side), extra in zip(sides.items(), extras):
-                side_dir = work / framework
-                result = _run_side(side, name_, modes, input_array, rgb, categories, side_dir, extra)
-                outcomes[framework] = JobOutcome(None, True, 0.0, side_dir, result=result)
-            for case in (c for c in cases if c.method == name_):
-                records.append(finalize_case(config, case, outcomes["torch"], outcomes["paddle"], diagnose_layers))
-        if out is not None:
-            _write_report(records, report_dir, setup)
+    for method in dict.fromkeys(case.method for case in cases):
+        modes = [case.smooth for case in cases if case.method == method]
+        outcomes = {}
+        extras = (cam_kwargs or {}).get(method, ({}, {}))
+        for (framework, side), extra in zip(sides.items(), extras):
+            side_dir = work / framework
+            result = _run_side(side, method, modes, input_array, rgb, categories, side_dir, extra)
+            outcomes[framework] = JobOutcome(None, True, 0.0, side_dir, result=result)
+        for case in (c for c in cases if c.method == method):
+            records.append(finalize_case(config, case, outcomes["torch"], outcomes["paddle"], diagnose_layers))
     return records
 
 

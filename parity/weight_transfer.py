@@ -1164,12 +1164,13 @@ def _segment_divergence(
         if agree_out:
             continue
         agree_in, _, _ = _compare(t_event.input, p_event.input, rtol, atol)
-        if agree_in:
+        padded = None if agree_in else _zero_padding_between(t_event.input, p_event.input, rtol, atol)
+        if agree_in or padded:
             why = _config_difference(t_event.layer, p_event.layer, _is_wide(t_event.output))
+            lead = f"{padded}; the layer has no weights" if padded else "inputs agree and the layer has no weights"
             return Divergence(
                 "architecture", t_event.path, p_event.path, type(t_event.layer).__name__, type(p_event.layer).__name__,
-                _shape(t_event.output), _shape(p_event.output), diff, bound,
-                (f"inputs agree and the layer has no weights: {why}" if why else "inputs agree and the layer has no weights"),
+                _shape(t_event.output), _shape(p_event.output), diff, bound, f"{lead}: {why}" if why else lead,
             )
         break
     paired = {id(event) for pair in pairs for event in pair}
@@ -1202,12 +1203,43 @@ def _segment_divergence(
     )
 
 
+def _zero_padding_between(t_in: Optional[np.ndarray], p_in: Optional[np.ndarray], rtol: float, atol: float,
+                          largest: int = 8) -> Optional[str]:
+    """When one input is the other zero-padded (a functional ``F.pad`` before the layer on one side only),
+    say so with the padding (left, right, top, bottom); else None."""
+    if t_in is None or p_in is None or t_in.ndim < 3 or t_in.ndim != p_in.ndim or t_in.shape[:-2] != p_in.shape[:-2]:
+        return None
+    bigger, smaller, side = (t_in, p_in, "torch") if t_in.shape[-1] >= p_in.shape[-1] else (p_in, t_in, "paddle")
+    dh, dw = bigger.shape[-2] - smaller.shape[-2], bigger.shape[-1] - smaller.shape[-1]
+    if dh < 0 or dw < 0 or dh + dw == 0 or dh > largest or dw > largest:
+        return None
+    h, w = smaller.shape[-2:]
+    for top in range(dh + 1):
+        for left in range(dw + 1):
+            inner = bigger[..., top:top + h, left:left + w]
+            if not _compare(smaller, inner, rtol, atol)[0]:
+                continue
+            border = bigger.astype(np.float64).copy()
+            border[..., top:top + h, left:left + w] = 0
+            if np.any(border):
+                continue
+            other = "paddle" if side == "torch" else "torch"
+            return (f"{side}'s input is {other}'s zero-padded by (left, right, top, bottom) "
+                    f"{(left, dw - left, top, dh - top)} before this layer (a functional pad on the {side} side only)")
+    return None
+
+
 # Weight-free layers the two frameworks name differently but compute alike.
 _KIND_ALIASES = {"swish": "silu", "hard_swish": "hardswish", "hard_sigmoid": "hardsigmoid", "gelu_tanh": "gelu"}
 
 
 def _same_kind(a: str, b: str) -> bool:
-    return _KIND_ALIASES.get(a, a) == _KIND_ALIASES.get(b, b)
+    """Same layer kind, allowing for a prefix or suffix one hub adds (timm's MaxPool2dSame, a custom PaddleHardsigmoid)."""
+    a, b = _KIND_ALIASES.get(a, a), _KIND_ALIASES.get(b, b)
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    return len(short) >= 4 and (long.startswith(short) or long.endswith(short))
 
 
 def _number(value: Any) -> Any:
@@ -1279,6 +1311,20 @@ def diagnose_first_divergence(
                 _shape(te.output), _shape(pe.output), None, None, f"the weighted layers do not pair up ({problem})", k,
             )
         agree_in, _, _ = _compare(te.input, pe.input, rtol, atol)
+        padded = None if agree_in else _zero_padding_between(te.input, pe.input, rtol, atol)
+        if padded:
+            # One side pads functionally before the layer, the other inside it (padding="SAME"):
+            # the same input; the layer's output decides.
+            t_out, p_out = _paired_outputs(te, pe)
+            agree_out, diff, bound = _compare(t_out, p_out, rtol, atol)
+            if not agree_out:
+                why = _config_difference(te.layer, pe.layer, _is_wide(te.output))
+                return Divergence(
+                    "architecture", te.path, pe.path, type(te.layer).__name__, type(pe.layer).__name__,
+                    _shape(te.output), _shape(pe.output), diff, bound,
+                    f"{padded}" + (f"; {why}" if why else ""), k,
+                )
+            agree_in = True
         if not agree_in:
             before_t = t_events[t_prev].path if t_prev >= 0 else ""
             before_p = p_events[p_prev].path if p_prev >= 0 else ""

@@ -101,6 +101,39 @@ def test_a_small_cnn_pair_passes_every_stage_and_writes_the_report(tmp_path):
     assert (tmp_path / "report" / records[0]["files"]["diff_jpg"]).is_file()
 
 
+def test_a_list_of_inputs_of_different_sizes_is_checked_input_by_input(tmp_path):
+    torch_model, paddle_model = _cnn_pair()
+    inputs = [_input((1, 3, 24, 24)), _input((2, 3, 40, 32))]
+    records = parity.compare_models(
+        torch_model, paddle_model, inputs, torch_layers=["body"], paddle_layers=["body"], methods=["gradcam", "eigencam"],
+        out=tmp_path / "report",
+    )
+    assert [r["id"] for r in records] == ["custom#0/gradcam-no_smooth", "custom#0/eigencam-no_smooth",
+                                          "custom#1/gradcam-no_smooth", "custom#1/eigencam-no_smooth"]
+    for record, shape in zip(records, [(1, 3, 24, 24)] * 2 + [(2, 3, 40, 32)] * 2):
+        assert record["passed"], record["message"]
+        stage = next(s for s in record["stages"] if s["stage"] == "input")
+        assert tuple(stage["shape"])[-4:] == shape  # the stage stacks the calls: (calls, B, C, H, W)
+    assert json.loads((tmp_path / "report" / "parity.json").read_text())["summary"]["passed"] == 4
+    with pytest.raises(ValueError, match=r"input\[1\] must be one \(B, C, H, W\) array"):
+        parity.compare_models(torch_model, paddle_model, [inputs[0], inputs[0][0]], torch_layers=["body"],
+                              paddle_layers=["body"])
+
+
+def test_each_input_of_a_list_is_diagnosed_on_its_own():
+    """A corrupted batch norm fails every input of the list, and each record names that layer."""
+    torch_model, paddle_model = _cnn_pair(corrupt_variance_of="stem.1")
+    records = parity.compare_models(
+        torch_model, paddle_model, [_input((1, 3, 16, 16)), _input((1, 3, 28, 20))], torch_layers=["body"],
+        paddle_layers=["body"], methods=["gradcam"],
+    )
+    assert len(records) == 2
+    for record in records:
+        assert not record["passed"] and record["first_divergent_stage"] == "logits"
+        layer = record["first_divergent_layer"]
+        assert (layer["kind"], layer["torch_path"], layer["paddle_path"]) == ("weights", "stem.1", "stem.1")
+
+
 def test_a_transformer_with_reshape_transforms_passes():
     """Upstream's ViT path: tokens reshaped to a map on both sides, and AblationCAM with AblationLayerVit."""
     torch_model, paddle_model = make_vit_pair("float32")

@@ -256,3 +256,99 @@ def test_tensors_that_do_not_pair_up_are_named():
         transfer_weights(torch_model, paddle_model, inputs(24)[0])
     message = str(info.value)
     assert "torch head (Linear) / paddle fc (Linear)" in message and "bias absent vs present" in message
+
+
+# -- a squeeze-excite twin: the differences met on real pairs, each named -------------------
+
+
+class TorchSqueeze(torch.nn.Module):
+    """conv -> squeeze-excite (hard-sigmoid gate) -> F.pad then 2x2 max-pool -> head; no ReLU, so values are negative too."""
+
+    def __init__(self, width: int = 4, residual: bool = False):
+        super().__init__()
+        self.residual = residual
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.se_reduce = torch.nn.Conv2d(8, width, 1)
+        self.se_act = torch.nn.ReLU()
+        self.se_expand = torch.nn.Conv2d(width, 8, 1)
+        self.gate = torch.nn.Hardsigmoid()
+        self.pool = torch.nn.MaxPool2d(2, stride=1)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        scale = self.gate(self.se_expand(self.se_act(self.se_reduce(x.mean((2, 3), keepdim=True)))))
+        x = x * scale + x if self.residual else x * scale
+        x = self.pool(torch.nn.functional.pad(x, (0, 1, 0, 1)))
+        return self.head(x.mean((2, 3)))
+
+
+class PaddleHardsigmoid(paddle.nn.Layer):
+    """PaddleClas's MobileNetV3 gate: F.hardsigmoid with its own slope and offset."""
+
+    def __init__(self, slope: float, offset: float = 0.5):
+        super().__init__()
+        self.slope, self.offset = slope, offset
+
+    def forward(self, x):
+        return paddle.nn.functional.hardsigmoid(x, slope=self.slope, offset=self.offset)
+
+
+class PaddleSqueeze(paddle.nn.Layer):
+    def __init__(self, width: int = 4, slope: float = 1 / 6, pool_padding="SAME"):
+        super().__init__()
+        self.stem = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.reduce = paddle.nn.Conv2D(8, width, 1)
+        self.act = paddle.nn.ReLU()
+        self.expand = paddle.nn.Conv2D(width, 8, 1)
+        self.hardsigmoid = PaddleHardsigmoid(slope)
+        self.pool = paddle.nn.MaxPool2D(2, stride=1, padding=pool_padding)
+        self.fc = paddle.nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x * self.hardsigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.fc(self.pool(x).mean((2, 3)))
+
+
+def squeeze_pair(torch_kwargs=None, paddle_kwargs=None):
+    torch.manual_seed(0)
+    paddle.seed(0)
+    return TorchSqueeze(**(torch_kwargs or {})).eval(), PaddleSqueeze(**(paddle_kwargs or {}))
+
+
+def refusal(torch_model, paddle_model, size: int = 16) -> ArchitecturesDiffer:
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, inputs(size)[0])
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_max_pool_same_padding_against_a_zero_pad_is_named_on_negative_inputs():
+    error = refusal(*squeeze_pair())
+    assert (error.divergence.torch_path, error.divergence.paddle_path) == ("pool", "pool"), str(error)
+    message = str(error)
+    assert "torch's input is paddle's zero-padded by (left, right, top, bottom) (0, 1, 0, 1)" in message, message
+    assert "padding (0, 0) vs SAME" in message, message
+
+
+def test_hard_sigmoid_slope_is_named_with_both_values():
+    error = refusal(*squeeze_pair(paddle_kwargs={"slope": 0.2}))
+    assert (error.divergence.torch_path, error.divergence.paddle_path) == ("gate", "hardsigmoid"), str(error)
+    assert "hard_sigmoid slope 0.1667, offset 0.5 vs slope 0.2, offset 0.5" in str(error)
+
+
+def test_a_squeeze_excite_of_another_width_is_a_pairing_problem_named():
+    error = refusal(*squeeze_pair(paddle_kwargs={"width": 2}))
+    message = str(error)
+    assert "torch se_reduce (Conv2d) / paddle reduce (Conv2D): weight (4, 8, 1, 1) vs weight (2, 8, 1, 1)" in message, message
+
+
+def test_a_block_wired_differently_is_placed_between_the_layers_that_still_agree():
+    error = refusal(*squeeze_pair(torch_kwargs={"residual": True}))
+    divergence = error.divergence
+    # The gate agrees; the sum after it exists on the torch side only.  The pool, whose input
+    # already differs, is downstream and must not be blamed.
+    assert divergence.torch_path.startswith("between se_expand and") and divergence.paddle_path.startswith("between expand and")
+    assert "a block wired differently" in str(error)
+    assert divergence.torch_path != "pool"
