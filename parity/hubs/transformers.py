@@ -48,8 +48,8 @@ _SWIN_SHIFT = Switch(
     "no shift where the window covers the map",
     "PaddleClas's Swin keeps a cyclic shift of 3 with its attention mask in the last stage's second block, "
     "where the 7x7 map is one 7x7 window; timm (like the Swin paper and Microsoft's code) does not shift a "
-    "window that covers the whole map. Setting that block's shift_size to 0 is the paper's own rule, the "
-    "network PaddleClas's pretrained weights were trained as in the original implementation",
+    "window that covers the whole map. Setting that block's shift_size to 0 applies the paper's rule there; "
+    "no weight and no other block changes",
     swin_unshifted_at_window_resolution,
 )
 
