@@ -468,14 +468,24 @@ def pair_layers_by_execution_order(
     for index, ((t_path, t_layer), (p_path, p_layer)) in enumerate(zip(torch_order, paddle_order)):
         problem = _pair_problem(index, t_path, t_layer, p_path, p_layer)
         if problem:
-            raise ArchitecturesDiffer(f"architectures differ at {problem}{_realignment(torch_order, paddle_order, index)}")
+            realigned = _realignment(torch_order, paddle_order, index)
+            raise ArchitecturesDiffer(
+                f"architectures differ at {problem}{realigned}",
+                Divergence("architecture", t_path, p_path, type(t_layer).__name__, type(p_layer).__name__,
+                           None, None, None, None, f"the weighted layers do not pair up ({problem}){realigned}", index),
+            )
         pairs.append(_layer_pair(t_path, t_layer, p_path, p_layer))
     if len(torch_order) != len(paddle_order):
         longer, rest = ("torch", torch_order) if len(torch_order) > len(paddle_order) else ("paddle", paddle_order)
-        extra = rest[len(pairs)][0]
+        extra_path, extra_layer = rest[len(pairs)]
+        detail = (f"torch runs {len(torch_order)} layers with weights, paddle {len(paddle_order)}; "
+                  f"the first {len(pairs)} pair up")
         raise ArchitecturesDiffer(
-            f"architectures differ at {longer} {extra}: torch runs {len(torch_order)} layers with weights, "
-            f"paddle {len(paddle_order)}; the first {len(pairs)} pair up"
+            f"architectures differ at {longer} {extra_path}: {detail}",
+            Divergence("architecture", extra_path if longer == "torch" else "", extra_path if longer == "paddle" else "",
+                       type(extra_layer).__name__ if longer == "torch" else "-",
+                       type(extra_layer).__name__ if longer == "paddle" else "-",
+                       None, None, None, None, detail, len(pairs)),
         )
     return pairs + idle_pairs
 

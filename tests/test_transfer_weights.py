@@ -352,3 +352,10 @@ def test_a_block_wired_differently_is_placed_between_the_layers_that_still_agree
     assert divergence.torch_path.startswith("between se_expand and") and divergence.paddle_path.startswith("between expand and")
     assert "a block wired differently" in str(error)
     assert divergence.torch_path != "pool"
+
+
+def test_a_pairing_refusal_carries_its_divergence_too():
+    error = refusal(*squeeze_pair(paddle_kwargs={"width": 2}))
+    divergence = error.divergence
+    assert (divergence.kind, divergence.torch_path, divergence.paddle_path) == ("architecture", "se_reduce", "reduce")
+    assert (divergence.torch_type, divergence.paddle_type, divergence.pair_index) == ("Conv2d", "Conv2D", 1)
