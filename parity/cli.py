@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pair", type=_pair, default=None, metavar="timm/NAME:paddleclas/NAME",
                         help="run one timm <-> PaddleClas pair of the registry (parity.hubs), e.g. "
                         "timm/resnet50d:paddleclas/ResNet50_vd: both models with seeded weights, the verified transfer, "
-                        "and the hubs profile's methods on it (default: no pair; --profile hubs runs them all)")
+                        "and the hubs profile's methods on it; a pair without an entry needs --target-layers and "
+                        "--paddle-target-layers (default: no pair; --profile hubs runs them all)")
     parser.add_argument("--target-layers", type=_layer_paths, default=None, metavar="EXPR[,EXPR...]",
                         help="target layers as attribute/index paths on the model, e.g. 'layer4[-1],layer4[-2]' "
                         "(evaluated on both frameworks' models; default: the profile's, or the model's default)")
@@ -348,6 +349,26 @@ def _setup_transform(args):
     return transform
 
 
+def _pair_cases(args, methods, transform):
+    """The hubs profile's cases for the one pair of --pair (which may have no registry entry)."""
+    from parity.model_zoo import UNREGISTERED_FAMILY, arch
+    from parity.registry import all_cases
+
+    spec = arch(args.pair)
+    if spec.family == UNREGISTERED_FAMILY and (args.target_layers is None or args.paddle_target_layers is None):
+        raise UserError(f"{spec.pair_id} has no registry entry (parity/hubs), so no default target layers: name them "
+                        "on each side with --target-layers and --paddle-target-layers")
+
+    def setups(method_spec):
+        if method_spec.reruns_network_per_channel and not spec.heavy_methods:
+            return []
+        size = spec.heavy_size if method_spec.reruns_network_per_channel else spec.input_size
+        return [Setup(name=spec.name, model=spec.name, size=size)]
+
+    profile = replace(PROFILES["hubs"], setups_of=setups)
+    return all_cases(methods, args.smooth, profile, transform)
+
+
 def _prepare_weights(args, models: List[str]):
     """Each model's weights pair and identity; the models whose paddle.vision twin differs, and why."""
     from parity.weight_transfer import ArchitecturesDiffer
@@ -444,7 +465,7 @@ def prepare_run(args):
         case_timeout=args.case_timeout, inject_fault=fault_injection_from_env(),
     )
     if args.pair is not None:
-        config.cases = [case for case in config.cases if case.setup.model == args.pair]
+        config.cases = _pair_cases(args, methods, transform)
     if not config.cases:
         raise UserError(f"no case to run: none of the selected methods has any of the modes {', '.join(args.smooth or [])}")
     config.weights, weights_provenance, config.unavailable = _prepare_weights(args, config.models)

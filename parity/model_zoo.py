@@ -51,13 +51,14 @@ compute what the timm one does.  /work/notes/hub_schema.md (and
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from paddle_impl.errors import UserError
 
 __all__ = ["ArchSpec", "Switch", "ARCHS", "HUB_PAIRS", "DEFAULT_ARCH", "TRANSFER_RULES", "arch", "arch_names",
-           "hub_pair_names", "pair_by_id", "missing_builders"]
+           "hub_pair_names", "pair_by_id", "unregistered_pair", "missing_builders"]
 
 # "generic": parity.transfer.transfer_weights (names where they correspond, else execution order
 # and shapes), verified by a forward pass at the pair's own input size.
@@ -171,7 +172,18 @@ class ArchSpec:
 
     @property
     def default_weights_name(self) -> str:
-        """File name of the seeded default weights (``resnet50_seed0.pth`` for ResNet50)."""
+        """File name of the seeded default weights (``resnet50_seed0.pth`` for ResNet50).
+
+        A hub pair's name also carries timm's version and the seeding rule's
+        (``lcnet_100_timm1.0.31_s2_seed0.pth``): the file is written once and
+        reused, and either one changes what the seed gives.
+        """
+        if self.torch_builder.startswith(TIMM_PREFIX):
+            import timm
+
+            from parity.hubs.seeding import SEEDING_VERSION
+
+            return f"{self.name}_timm{timm.__version__}_s{SEEDING_VERSION}_seed0.pth"
         return f"{self.name}_seed0.pth"
 
     def new_torch_model(self):
@@ -359,8 +371,35 @@ def hub_pair_names() -> List[str]:
     return list(HUB_PAIRS)
 
 
+# A pair that is not in the registry is named timm-NAME__paddleclas-NAME (a file and directory name, so
+# that a worker process can rebuild its spec from the setup's model name alone).
+_UNREGISTERED = re.compile(r"^timm-(?P<timm>[A-Za-z0-9_.]+)__paddleclas-(?P<paddleclas>[A-Za-z0-9_.]+)$")
+_PAIR_ID = re.compile(r"^timm/(?P<timm>[A-Za-z0-9_.]+):paddleclas/(?P<paddleclas>[A-Za-z0-9_.]+)$")
+UNREGISTERED_FAMILY = "unregistered"
+
+
+def unregistered_pair(timm_name: str, paddleclas_name: str) -> ArchSpec:
+    """A timm <-> PaddleClas pair without a registry entry: the generic transfer, "auto" reshape, no switch.
+
+    It has no default target layers (the caller names them on each side) and
+    runs at 224x224, the light methods only; whether the two are the same
+    network the transfer's forward check says.
+    """
+    return ArchSpec(
+        name=f"timm-{timm_name}__paddleclas-{paddleclas_name}", family=UNREGISTERED_FAMILY,
+        torch_builder=f"{TIMM_PREFIX}{timm_name}", paddle_builder=f"{PADDLECLAS_PREFIX}{paddleclas_name}",
+        transfer="generic", torch_target_layer="", paddle_target_layer="", input_size=(224, 224),
+        torch_reshape="auto", paddle_reshape="auto",
+        note="not in the registry: no switches, target layers as given, reshape transforms recognised (auto)",
+    )
+
+
 def arch(name: str) -> ArchSpec:
     """The spec of ``name`` (a twin or a hub pair); an unknown name is a one-line :class:`UserError` listing the known ones."""
+    if isinstance(name, str) and name not in ARCHS and name not in HUB_PAIRS:
+        match = _UNREGISTERED.match(name)
+        if match:
+            return unregistered_pair(match.group("timm"), match.group("paddleclas"))
     try:
         return ARCHS[name] if name in ARCHS else HUB_PAIRS[name]
     except (KeyError, TypeError):
@@ -368,16 +407,19 @@ def arch(name: str) -> ArchSpec:
 
 
 def pair_by_id(pair_id: str) -> ArchSpec:
-    """The hub pair ``timm/NAME:paddleclas/NAME`` names; a one-line :class:`UserError` listing them when none does."""
+    """The pair ``timm/NAME:paddleclas/NAME`` names: its registry entry, else an unregistered pair of the two.
+
+    A text of another form is a one-line :class:`UserError`.
+    """
     text = pair_id.strip()
     for spec in HUB_PAIRS.values():
         if spec.pair_id == text or spec.name == text:
             return spec
-    if not text.startswith("timm/") or ":paddleclas/" not in text:
+    match = _PAIR_ID.match(text)
+    if not match:
         raise UserError(f"invalid pair {pair_id!r}: expected timm/NAME:paddleclas/NAME, e.g. "
                         "timm/resnet50d:paddleclas/ResNet50_vd")
-    raise UserError(f"no registry entry for the pair {pair_id!r} (registered: "
-                    f"{', '.join(spec.pair_id for spec in HUB_PAIRS.values())})")
+    return unregistered_pair(match.group("timm"), match.group("paddleclas"))
 
 
 def missing_builders() -> Dict[str, str]:

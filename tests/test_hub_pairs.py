@@ -110,6 +110,26 @@ def test_seeded_weights_leave_no_constant_tensor_and_repeat_exactly():
     assert float(first["bn1.running_var"].min()) > 0
 
 
+def test_class_tokens_drawn_near_zero_get_noise_too():
+    from parity.hubs.seeding import seeded_hub_state
+
+    state = seeded_hub_state(arch("deit_tiny_patch16_224"))
+    # timm draws the class token with std 1e-6: as good as zero beside position embeddings of std 0.02
+    assert float(state["cls_token"].std()) > 0.05
+    assert "_timm" in arch("deit_tiny_patch16_224").default_weights_name  # the seeded file names timm's version
+
+
+def test_a_pair_without_registry_entry_is_rebuilt_from_its_name():
+    from parity.model_zoo import UNREGISTERED_FAMILY
+
+    spec = pair_by_id("timm/hgnetv2_b1:paddleclas/PPHGNetV2_B1")
+    assert spec.family == UNREGISTERED_FAMILY and spec.transfer == "generic" and not spec.switches
+    assert spec.pair_id == "timm/hgnetv2_b1:paddleclas/PPHGNetV2_B1"
+    assert arch(spec.name) == spec  # a worker process finds it from the setup's model name
+    with pytest.raises(UserError, match="invalid pair"):
+        pair_by_id("timm/hgnetv2_b1")
+
+
 def _seeded(name):
     from parity.hubs.seeding import seeded_hub_state
 
@@ -174,7 +194,7 @@ def test_pair_option_errors_are_one_line_with_exit_status_2(capsys):
 
     for argv, expected in [
         (["--pair", "timm/resnet50d"], "invalid pair"),
-        (["--pair", "timm/resnet34d:paddleclas/ResNet34_vd"], "no registry entry for the pair"),
+        (["--pair", "timm/resnet34d:paddleclas/ResNet34_vd"], "has no registry entry (parity/hubs), so no default target layers"),
         (["--pair", "timm/resnet50d:paddleclas/ResNet50_vd", "--profile", "zoo"], "cannot be combined with --profile zoo"),
         (["--pair", "timm/resnet50d:paddleclas/ResNet50_vd", "--model", "resnet18"], "cannot be combined with --model"),
         (["--profile", "hubs", "--size", "64x64"], "cannot be combined with --profile hubs"),

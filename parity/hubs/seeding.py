@@ -14,7 +14,8 @@ network's activations in range:
 * ``running_var``: uniform in [0.5, 1.5] (positive, like a variance);
 * a constant ``c`` with ``|c| >= 1e-3`` (norm weights, variances, scalars of 1):
   ``c`` times uniform in [0.5, 1.5];
-* zero (biases, means, tokens, zero-init gammas): normal with std 0.1;
+* zero, or nearly constant around zero (biases, means, zero-init gammas, class
+  and distillation tokens that timm draws with std 1e-6): normal with std 0.1;
 * a tiny non-zero constant (layer-scale gammas of 1e-5..1e-6, whose residual
   branch would otherwise contribute nothing a comparison could see):
   uniform in [0.1, 0.3] with the constant's sign.
@@ -30,15 +31,27 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-__all__ = ["seeded_hub_state", "randomize_constant_tensors", "constant_tensor_names"]
+__all__ = ["seeded_hub_state", "randomize_constant_tensors", "constant_tensor_names", "SEEDING_VERSION"]
 
 _TINY = 1e-3
 _STATISTICS = ("running_mean", "running_var")
 
 
+# Bumped whenever the rule below changes what it draws: the seeded weights files carry it in their names.
+SEEDING_VERSION = 2
+# A tensor whose values spread less than this is as good as constant: timm draws class and distillation
+# tokens with std 1e-6, which leaves them ~0 next to position embeddings of std 0.02.
+_NEARLY_CONSTANT_SPREAD = 1e-4
+
+
 def _is_constant(tensor) -> bool:
     flat = tensor.detach().reshape(-1)
     return flat.numel() > 0 and bool((flat == flat[0]).all())
+
+
+def _is_nearly_constant(tensor) -> bool:
+    flat = tensor.detach().reshape(-1)
+    return flat.numel() > 0 and float(flat.max() - flat.min()) < _NEARLY_CONSTANT_SPREAD
 
 
 def _candidates(model) -> List[tuple]:
@@ -52,8 +65,8 @@ def _candidates(model) -> List[tuple]:
 
 
 def constant_tensor_names(model) -> List[str]:
-    """The names of the floating parameters and BatchNorm statistics whose elements are all equal."""
-    return [name for name, tensor in _candidates(model) if _is_constant(tensor)]
+    """The names of the floating parameters and BatchNorm statistics whose elements are (nearly) all equal."""
+    return [name for name, tensor in _candidates(model) if _is_nearly_constant(tensor)]
 
 
 def randomize_constant_tensors(model, generator) -> List[str]:
@@ -63,16 +76,17 @@ def randomize_constant_tensors(model, generator) -> List[str]:
     changed = []
     with torch.no_grad():
         for name, tensor in _candidates(model):
-            if not _is_constant(tensor):
+            if not _is_nearly_constant(tensor):
                 continue
-            value = float(tensor.detach().reshape(-1)[0])
+            exact = _is_constant(tensor)
+            value = float(tensor.detach().double().mean())
             shape = tuple(tensor.shape)
             uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
             if name.rsplit(".", 1)[-1] == "running_var":
                 noise = uniform + 0.5
             elif abs(value) >= _TINY:
                 noise = value * (uniform + 0.5)
-            elif value == 0.0:
+            elif value == 0.0 or not exact:
                 noise = torch.randn(shape, generator=generator, dtype=torch.float64) * 0.1
             else:
                 noise = (0.1 + 0.2 * uniform) * (1.0 if value > 0 else -1.0)
