@@ -10,7 +10,9 @@ order; Linear weights (found by layer type) are transposed.  Every key and
 shape is checked on both sides, and the result is written only after a
 forward pass shows the two models' float32 logits agree within
 ``1e-4 * max|torch logits|``; otherwise the first layer whose outputs differ
-is named.  The input is read with ``torch.load(weights_only=True)``, so a
+is named.  The pairing and the forward check are those of
+``parity.transfer_weights``, which moves weights between any torch model
+and its Paddle twin (timm <-> PaddleClas included) in memory.  The input is read with ``torch.load(weights_only=True)``, so a
 pickle that would run code is refused.  OUT is written atomically (with
 ``OUT.sha256`` beside it): on any error nothing is written there.  Problems
 are one line on stderr and exit status 2.

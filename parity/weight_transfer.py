@@ -1,28 +1,36 @@
-"""torchvision state dict -> ``paddle.vision`` state dict, verified by a forward pass, with a diagnosis.
+"""Weight transfer between a torch model and its Paddle twin: the pairing, the forward check and the diagnosis.
 
-Three things live here:
+The one transfer of the project: :func:`parity.transfer.transfer_weights`
+(any pair of the same architecture, timm <-> PaddleClas included) and the
+model zoo's torchvision -> ``paddle.vision`` conversion both use what is here.
 
-* the **transfer plan** of an architecture (:func:`transfer_plan`): which
-  torch tensor becomes which Paddle tensor, by the registry's rule
-  (``name`` or ``execution_order``, see :mod:`parity.model_zoo`), and
-  which Paddle tensors are Linear weights to transpose -- found by layer type
-  (``paddle.nn.Linear``), cross-checked against ``torch.nn.Linear``, never
-  guessed from a name;
-* the **conversion** (:func:`transfer_state_dict`, :func:`convert_state_dict`):
-  every key and shape is checked on both sides, and the result is accepted
-  only if the two models' float32 logits on a fixed input agree within
-  ``1e-4 * max|torch logits|`` (:func:`verify_transfer`);
+* the **pairing** (:func:`pair_models`): which torch tensor is which Paddle
+  tensor, keyed by state-dict key (layer path + local name, never Paddle's
+  ``param.name``): by layer path where both models name their layers alike,
+  else by execution order (PaDiff's rule: the k-th layer that owns tensors to
+  run in torch is the k-th in Paddle; kind and every shape must agree);
+  tensors by local name after the batch-norm renames (``running_mean`` ->
+  ``_mean``, ``running_var`` -> ``_variance``; ``num_batches_tracked`` and
+  other integer buffers are not weights), Linear weights transposed because
+  both layers are Linear (:func:`converted_value`);
+* the zoo's **transfer plan** of an architecture (:func:`transfer_plan`, by
+  the registry's rule) and **conversion** of a state dict
+  (:func:`transfer_state_dict`, :func:`convert_state_dict`): every key and
+  shape checked on both sides;
+* the **forward check** (:func:`forward_check`): both models on an input,
+  outputs within ``1e-4 * max|reference output|``;
 * the **first-divergence diagnosis** (:func:`diagnose_first_divergence`):
   both models run once with forward hooks on every computing (leaf) layer; the
-  layers that own weights are paired in execution order (kind and every
-  parameter shape must agree, PaDiff's rule) and compared pair by pair --
-  input, output (shape and values) and weights -- so the first pair whose
-  outputs differ is named, on each side, with shapes, max|Δ| and the bound.
-  A pair whose inputs and weights agree but whose outputs do not computes a
-  different function (stride, padding, eps, a fused activation...): the
+  layers that own weights are paired in execution order and compared pair by
+  pair -- input, output (shape and values) and weights -- so the first pair
+  whose outputs differ is named, on each side, with shapes, max|Δ| and the
+  bound.  A pair whose inputs and weights agree but whose outputs do not
+  computes a different function (stride, padding, eps, a bias on one side,
+  exclusive pooling, a hard-sigmoid slope, a fused activation...): the
   architectures differ there, and no weight transfer can fix it.  That case
-  is a :class:`ArchitecturesDiffer` (a distinct ``UserError``), so a harness
-  can report it as such rather than as a port failure.
+  is an :class:`ArchitecturesDiffer`, so a harness can report it as such
+  rather than as a port failure.  A layer whose input already differs is
+  downstream: the culprit is looked for among the weight-free layers before it.
 """
 from __future__ import annotations
 
@@ -318,7 +326,7 @@ def _run_recording_owners(torch_model: Any, paddle_model: Any, x: np.ndarray):
         torch_model.eval()
         paddle_model.eval()
         with torch.no_grad():
-            torch_model(torch.from_numpy(x))
+            torch_model(_torch_input(torch_model, x))
         with paddle.no_grad():
             paddle_model(paddle.to_tensor(x))
     finally:
@@ -683,11 +691,21 @@ def verification_input(shape: Tuple[int, ...] = VERIFY_INPUT_SHAPE, dtype: str =
     return np.random.default_rng(_VERIFY_SEED).standard_normal(shape).astype(dtype)
 
 
+def _torch_input(model: Any, x: np.ndarray):
+    """``x`` as a torch tensor on the device the model's tensors are on (a CUDA model gets a CUDA input)."""
+    import torch
+
+    tensor = torch.from_numpy(np.array(x, copy=True))
+    for value in list(model.parameters()) + list(model.buffers()):
+        return tensor.to(value.device)
+    return tensor
+
+
 def _torch_forward(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return _first_tensor(model(torch.from_numpy(np.ascontiguousarray(x)))).detach().cpu().numpy()
+        return _first_tensor(model(_torch_input(model, x))).detach().cpu().numpy()
 
 
 def _paddle_forward(model: Any, x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ weight/bias mix-up changes the outputs.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import paddle
 import pytest
@@ -359,3 +361,48 @@ def test_a_pairing_refusal_carries_its_divergence_too():
     divergence = error.divergence
     assert (divergence.kind, divergence.torch_path, divergence.paddle_path) == ("architecture", "se_reduce", "reduce")
     assert (divergence.torch_type, divergence.paddle_type, divergence.pair_index) == ("Conv2d", "Conv2D", 1)
+
+
+# -- a real hub pair: timm lcnet_100 <-> PaddleClas PPLCNet_x1_0 (3M weights, 64x64) ------------
+
+
+def lcnet_pair():
+    timm = pytest.importorskip("timm")
+    if importlib.util.find_spec("paddleclas") is None:  # its package __init__ is never imported (training code)
+        pytest.skip("paddleclas is not installed (the 'hubs' extra)")
+    from parity.hubs.paddleclas_loader import paddleclas_model
+
+    torch.manual_seed(0)
+    torch_model = timm.create_model("lcnet_100", pretrained=False).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # statistics and affine terms that are not the identity
+        for module in torch_model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return torch_model, paddleclas_model("PPLCNet_x1_0")
+
+
+def test_timm_lcnet_against_paddleclas_is_refused_at_each_real_difference_then_transfers():
+    torch_model, paddle_model = lcnet_pair()
+    x = inputs(64)[0]
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, x)
+    assert (info.value.divergence.torch_path, info.value.divergence.paddle_path) == ("conv_head", "last_conv")
+    assert "bias present vs absent" in str(info.value)
+
+    torch_model.conv_head.register_parameter("bias", None)  # PaddleClas's last conv has none
+    with pytest.raises(ArchitecturesDiffer) as info:
+        transfer_weights(torch_model, paddle_model, x)
+    assert info.value.divergence.paddle_path == "dropout"
+    assert "inference_scale 1.0 vs 0.8" in str(info.value) and "downscale_in_infer" in str(info.value)
+
+    paddle_model.dropout.mode = "upscale_in_train"  # the identity at inference, as torch's
+    pairing = transfer_weights(torch_model, paddle_model, inputs(64, 72))
+    assert pairing.rule == "execution_order" and len(pairing) == len(paddle_model.state_dict())
+    assert all(check.relative <= 1e-5 for check in pairing.checks), pairing.checks
+    back = transfer_weights(torch_model, paddle_model, x, direction="paddle_to_torch")
+    assert {(e.target, e.source) for e in back} == {(e.source, e.target) for e in pairing}
