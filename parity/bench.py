@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
 from parity.cli import _csv_choices, _positive_int
-from parity.provenance import cpu_name, package_versions
+from parity.provenance import cpu_name, package_versions, project_state
 from parity.registry import METHODS, SEED_METHODS, resolve_methods
 from parity.worker import THREAD_ENV_VARS, WorkerJob, worker_environment
 
@@ -180,6 +180,14 @@ def _load_lines(machine: Dict) -> List[str]:
     return [line]
 
 
+def _project_words(project) -> str:
+    """``commit `4a53b7f…` (clean tree)``; older bench.json files recorded no commit."""
+    if not isinstance(project, dict) or not project.get("commit"):
+        return "commit not recorded"
+    state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
+    return f"commit `{project['commit'][:12]}` ({state})"
+
+
 def render_markdown(data: Dict) -> str:
     """``bench.md`` from the dict that is also written as ``bench.json``."""
     machine, settings = data["machine"], data["settings"]
@@ -193,6 +201,7 @@ def render_markdown(data: Dict) -> str:
         f"- Machine: {machine['cpu']} ({machine['cores']} cores), {machine.get('platform', '')}".rstrip(", "),
         "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
         f"- Date: {machine['date']}",
+        f"- Project: {_project_words(machine.get('project'))}",
         *_load_lines(machine),
         f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}, no smoothing; "
         f"models (seeded weights): {_models_text(settings)}",
@@ -486,6 +495,8 @@ def _machine(threads: int, load_before: Optional[List[float]] = None) -> Dict:
         # machine while the bench ran shows up here (and makes the numbers noisier).
         "load_average_before": load_before,
         "load_average_after": _load_average(),
+        # the commit the timings were measured at, and whether the tree was clean
+        "project": project_state(),
     }
 
 

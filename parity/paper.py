@@ -203,6 +203,10 @@ def render_markdown(data: Dict) -> str:
         f"`{settings['model']}` (target layer `{settings['layers']}`), each image's top class.",
         "",
     ]
+    project = data.get("project") or {}
+    if project.get("commit"):
+        state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
+        lines += [f"Computed at commit `{project['commit'][:12]}` ({state}) on {str(data.get('date', '?'))[:10]}.", ""]
     if settings["weights"] == "default":
         lines += [
             "> **These numbers say nothing about the paper's claim.** The weights are the seeded, untrained "
@@ -275,7 +279,7 @@ def _run(args, argv) -> int:
     from paddle_impl.image_io import load_rgb_image
     from parity.model_zoo import arch
     from parity.weights import ensure_paddle_weights, resolve_weights
-    from parity.provenance import base_provenance
+    from parity.provenance import base_provenance, portable, portable_command, project_state
 
     images = [Path(p.strip()) for p in args.images.split(",")] if args.images else default_images()
     for image in images:
@@ -297,11 +301,13 @@ def _run(args, argv) -> int:
     data = {
         "settings": {"images": [str(i) for i in images], "size": [args.size, args.size], "model": args.model,
                      "layers": layers, "weights": args.weights, "methods": args.methods,
-                     "command": " ".join([PROG, *argv])},
+                     "command": portable_command(" ".join([PROG, *argv]))},
         "versions": {k: provenance.get(k) for k in ("torch", "paddlepaddle", "grad-cam")},
+        "project": project_state(),
         "date": provenance["date"], "wall_seconds": round(time.perf_counter() - started, 1),
         "y": [results["torch"]["images"][i]["y"] for i in job["images"]], "rows": rows, "results": results,
     }
+    data = portable(data)  # no directory of this machine in the committed table
     write_text(out / "paper.json", json.dumps(data, indent=1))
     write_text(out / "paper.md", render_markdown(data))
     print(render_markdown(data))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Mapping
 
+from parity.provenance import portable_command
 from parity.report_format import DEFAULT_IMAGE, _cell, _code, _heading_anchor, _secs, _table
 
 def _schedule_words(schedule) -> str:
@@ -103,7 +104,7 @@ def _provenance_lines(results: Mapping) -> List[str]:
 
     take("project", "project", _project_text)
     take("date", "date")
-    take("command", "command", _code)
+    take("command", "command", lambda v: _code(portable_command(v)))
     versions = []
     for key in ("python", "torch", "torchvision", "paddlepaddle", "grad-cam", "numpy", "opencv"):
         if key in prov:
@@ -121,7 +122,12 @@ def _provenance_lines(results: Mapping) -> List[str]:
             text += f"<br>sha256 {_code(image['sha256'])}"
         if image.get("size"):
             size = image["size"]
-            text += "<br>size " + ("×".join(str(s) for s in size) if isinstance(size, (list, tuple)) else _cell(size))
+            text += "<br>file size " + ("×".join(str(s) for s in size) if isinstance(size, (list, tuple)) else _cell(size))
+        ran_at = sorted({"×".join(str(v) for v in c["size"]) for c in results.get("cases") or []
+                         if isinstance(c.get("size"), (list, tuple)) and c.get("size")})
+        if ran_at:
+            # the file's size is not what the cases saw: say what they ran at
+            text += "<br>cases ran at " + ", ".join(ran_at) + " (W×H)"
         if image.get("note"):
             text += f"<br>note: {_cell(image['note'])}"
         if image.get("fallback"):

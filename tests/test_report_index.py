@@ -1,0 +1,85 @@
+"""reports/README.md: every report once, its verdict, date and commit, and STALE where the deciding code moved on."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from parity.provenance import staleness
+from parity.report_index import collect, main, render_index
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_SYSTEM": os.devnull}
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, capture_output=True, text=True,
+                          check=True, timeout=30)
+    return done.stdout.strip()
+
+
+def _commit(repo: Path, path: str, text: str) -> str:
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    _git(repo, "add", path)
+    _git(repo, "commit", "-q", "-m", f"change {path}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _report(root: Path, name: str, commit, profile: str, passed: bool = True) -> None:
+    directory = root / name
+    directory.mkdir(parents=True)
+    results = {"provenance": {"profile": profile, "dtype": "float32", "date": "2026-12-01T10:00:00+00:00",
+                              "project": {"commit": commit, "dirty": False}},
+               "cases": [{"id": "gradcam-no_smooth", "passed": passed, "error": None, "vacuous": None}]}
+    (directory / "parity.json").write_text(json.dumps(results), encoding="utf-8")
+    (directory / "parity.md").write_text("# report\n", encoding="utf-8")
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    return repo
+
+
+def test_a_report_older_than_the_deciding_code_is_stale(repo):
+    first = _commit(repo, "paddle_impl/grad_cam.py", "v1\n")
+    docs = _commit(repo, "README.md", "docs\n")  # not deciding code: reports at `first` stay fresh
+    assert staleness(first, repo) is None and staleness(docs, repo) is None
+    compare = _commit(repo, "parity/compare.py", "bounds\n")
+    assert "before" in staleness(first, repo) and "before" in staleness(docs, repo)
+    assert staleness(compare, repo) is None
+    registry = _commit(repo, "parity/registry.py", "methods\n")
+    assert staleness(compare, repo) is not None and staleness(registry, repo) is None
+    assert staleness(None, repo) == "computed at an unknown commit"
+    assert "does not have" in staleness("f" * 40, repo)
+
+
+def test_the_index_lists_each_report_once_and_marks_the_stale_ones(repo):
+    old = _commit(repo, "paddle_impl/grad_cam.py", "v1\n")
+    new = _commit(repo, "parity/compare.py", "v2\n")
+    root = repo / "reports"
+    _report(root, "quick", new, "quick")
+    _report(root, "zoo", old, "zoo", passed=False)
+    (root / "shards.md").write_text("# shards\n", encoding="utf-8")
+    entries = collect(root)
+    assert [e["path"] for e in entries] == ["quick/parity.md", "zoo/parity.md", "shards.md"]
+    text = render_index(root, repo)
+    quick = next(line for line in text.splitlines() if "(quick/parity.md)" in line)
+    zoo = next(line for line in text.splitlines() if "(zoo/parity.md)" in line)
+    assert "STALE" not in quick and f"commit `{new[:12]}`, clean" in quick and "2026-12-01" in quick
+    assert "⚠️ **STALE**" in zoo
+    lines = text.splitlines()
+    assert lines[lines.index(zoo) + 1].strip().startswith("❌ **FAIL** · **0/1 cases passed**")
+    assert "3 report(s), 2 stale." in text  # shards.md has no provenance: stale too
+
+
+def test_the_command_writes_readme(tmp_path, capsys):
+    _report(tmp_path, "quick", None, "quick")
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "[float32 quick](quick/parity.md)" in text and "commit unknown" in text
