@@ -383,7 +383,7 @@ def _prepare_weights(args, models: List[str]):
         try:
             paddle_weights = ensure_paddle_weights(torch_weights, arch=model)
         except ArchitecturesDiffer as error:
-            unavailable[model] = str(error)
+            unavailable[model] = str(error) + _known_difference(model)
             continue
         except UserError as error:  # a key/shape mismatch does not say which file it is about
             if str(torch_weights) in str(error):
@@ -399,6 +399,14 @@ def _prepare_weights(args, models: List[str]):
         # A hub pair: which two models, the transfer's forward check, and any switch with its proof.
         provenance[model].update(hub_transfer_facts(paddle_weights))
     return pairs, provenance, unavailable
+
+
+def _known_difference(model: str) -> str:
+    """What the model's zoo entry says about where and why its two sides differ ('' when it says nothing)."""
+    from parity.model_zoo import arch
+
+    known = arch(model).known_difference
+    return f". The registry entry says: {known}" if known else ""
 
 
 def _display(path: Path) -> str:

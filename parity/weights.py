@@ -302,6 +302,9 @@ def resolve_weights(spec: str, directory: Path = DEFAULT_WEIGHTS_DIR, arch: str 
     if spec in (None, "", "default"):
         return ensure_default_weights(directory, arch)
     if spec == "imagenet":
+        if model_zoo.arch(arch).hub:
+            raise UserError(f"--weights imagenet is torchvision's download; for the hub pair {arch} pass a timm state "
+                            "dict (.pth of model.state_dict()) or use the seeded 'default'")
         return _download_imagenet(directory, arch)
     path = Path(spec)
     _check_readable_file(path, "weights file")
