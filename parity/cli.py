@@ -275,11 +275,11 @@ def _replace_all(out: Path, texts: Dict[str, str]) -> None:
                 leftover.unlink()
 
 
-def summarize(records: List[Dict]) -> Dict[str, int]:
-    """The run's counts; a case whose models' architectures differ, or that fails in float32 only, is neither passed nor failed."""
-    from parity.report import case_counts
+def summarize(records: List[Dict]) -> Dict:
+    """The run's counts by status, its verdict and verdict line (``parity.report_verdict.run_summary``)."""
+    from parity.report_verdict import run_summary
 
-    return case_counts({"cases": records})
+    return run_summary({"cases": records})
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> int:

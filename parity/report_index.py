@@ -100,8 +100,11 @@ def collect(root: Path) -> List[Dict]:
         relative = other.relative_to(root).as_posix()
         if relative in covered or other.name == INDEX_NAME:
             continue
-        entries.append({"path": relative, "title": other.stem.replace("_", " "), "verdict": "no JSON recorded",
-                        "date": None, "project": {}})
+        twin = _load(other.with_suffix(".json")) or {}
+        prov = twin.get("provenance") if isinstance(twin.get("provenance"), Mapping) else {}
+        entries.append({"path": relative, "title": other.stem.replace("_", " "),
+                        "verdict": "timings, no verdict" if prov else "no JSON recorded",
+                        "date": prov.get("date"), "project": _project(prov)})
     return entries
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict, Mapping
 
 __all__ = ["STATUSES", "float64_agrees", "case_status", "case_counts", "summary_line", "verdict_line",
-           "verdict_word", "vacuous_allowed", "status_allows_success", "LEGACY_FLAT_FLAG"]
+           "verdict_word", "run_summary", "vacuous_allowed", "status_allows_success", "LEGACY_FLAT_FLAG"]
 
 # Every status a case can have, in the order the summary names them.
 STATUSES = ("passed", "failed", "vacuous", "ill-conditioned", "architectures differ", "float32 only", "error")
@@ -117,6 +117,14 @@ _VERDICT_MARK = {"FAIL": "❌ **FAIL**", "INCONCLUSIVE": "⚠️ **INCONCLUSIVE*
 def verdict_line(results: Mapping) -> str:
     """The first line a reviewer reads: ``✅ **PASS** · **32/32 cases passed** · ...``."""
     return f"{_VERDICT_MARK[verdict_word(results)]} · {summary_line(results)}"
+
+
+def run_summary(results: Mapping) -> Dict:
+    """``parity.json``'s summary: the counts, the verdict word and the verdict line the report opens with."""
+    summary: Dict = dict(case_counts(results))
+    summary["verdict"] = verdict_word(results)
+    summary["verdict_line"] = verdict_line(results)
+    return summary
 
 
 def vacuous_allowed(profile) -> bool:

@@ -83,3 +83,24 @@ def test_the_command_writes_readme(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "[float32 quick](quick/parity.md)" in text and "commit unknown" in text
+
+
+def test_shards_report_records_its_commit_and_the_index_reads_it(repo):
+    from tools import shards_report
+
+    commit = _commit(repo, "parity/compare.py", "v1\n")
+    root = repo / "reports"
+    times = repo / "times.txt"
+    times.write_text("quick shard 1/2 rc=0 wall=10\nquick shard 2/2 rc=0 wall=12\nquick merge rc=0 wall=3\n")
+    for shard in (1, 2):
+        directory = repo / "shards" / str(shard)
+        directory.mkdir(parents=True)
+        manifest = {"shard": shard, "shards": 2, "items": {"a": {}}, "wall_seconds": 9.0,
+                    "provenance": {"cpu": "cpu", "date": "2026-12-02T00:00:00+00:00",
+                                   "project": {"commit": commit, "dirty": False}}}
+        (directory / "shard.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert shards_report.main([f"quick={repo / 'shards'}:{times}", "--out", str(root / "shards.md")]) == 0
+    assert f"Computed at commit `{commit[:12]}` (clean tree)." in (root / "shards.md").read_text(encoding="utf-8")
+    text = render_index(root, repo)
+    line = next(line for line in text.splitlines() if "(shards.md)" in line)
+    assert "2026-12-02" in line and f"`{commit[:12]}`" in line and "STALE" not in line

@@ -11,7 +11,8 @@ from parity.outcome import JobOutcome
 from parity.registry import METHODS, Case, Setup
 from parity.report_markdown import render_markdown
 from parity.report_verdict import (
-    case_counts, case_status, status_allows_success, summary_line, vacuous_allowed, verdict_line, verdict_word,
+    case_counts, case_status, run_summary, status_allows_success, summary_line, vacuous_allowed, verdict_line,
+    verdict_word,
 )
 from parity.step_summary import render_step_summary
 
@@ -130,7 +131,11 @@ def test_every_status_is_in_the_denominator_and_named(status, fields):
     if status not in ("error",):
         label = "float32 only, float64 agrees" if status == "float32 only" else status
         assert f"{label}: 1" in line
-    # the title line, the step summary and the report's first screen carry the same line
+    # the title line, the step summary, the report's first screen and parity.json's summary carry the same line
+    summary = run_summary(results)
+    assert summary["verdict_line"] == verdict_line(results) and summary["verdict"] == verdict_word(results)
+    assert summary[{"error": "errors", "architectures differ": "architecture_differs", "float32 only": "float32_only",
+                    "ill-conditioned": "ill_conditioned"}.get(status, status)] == 1
     assert verdict_line(results) in render_step_summary(results)
     assert render_markdown(results).splitlines()[2] == verdict_line(results)
 

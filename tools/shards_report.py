@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from paddle_impl.atomic import write_text
+from parity.provenance import portable
 
 
 def _manifests(directory: Path) -> List[Dict]:
@@ -39,10 +40,27 @@ def _minutes(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s"
 
 
+def provenance_of(profiles: Dict[str, Dict]) -> Dict:
+    """Date, CPU and the commit the shards ran at (from their manifests; None where they recorded none)."""
+    manifests = [m for info in profiles.values() for m in info["manifests"]]
+    prov = manifests[0]["provenance"]
+    projects = [m["provenance"].get("project") for m in manifests if isinstance(m["provenance"].get("project"), dict)]
+    commits = {p.get("commit") for p in projects}
+    # one commit for every shard, or none: shards run at different commits have no single provenance
+    project = projects[0] if projects and len(commits) == 1 and len(projects) == len(manifests) else None
+    return {"date": prov.get("date"), "cpu": prov.get("cpu"), "project": project}
+
+
 def render(profiles: Dict[str, Dict]) -> str:
     lines = ["# Sharded parity runs: time per shard", ""]
     any_manifest = next(iter(profiles.values()))["manifests"][0]
     prov = any_manifest["provenance"]
+    project = provenance_of(profiles)["project"]
+    if project and project.get("commit"):
+        state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
+        lines += [f"Computed at commit `{project['commit'][:12]}` ({state}).", ""]
+    else:
+        lines += ["The shards did not record one commit they all ran at.", ""]
     lines += [
         f"Measured on {prov.get('cpu', '?')}, {prov.get('date', '?')[:10]}: the N shards of each profile ran one "
         "after another on this one machine, each as a runner of this size would run it "
@@ -87,6 +105,10 @@ def main(argv=None) -> int:
         directory, times = rest.rsplit(":", 1)
         profiles[name] = {"manifests": _manifests(Path(directory)), "times": _times(Path(times))}
     write_text(Path(args.out), render(profiles))
+    # the JSON twin the index of reports reads (parity.report_index): when, where, at which commit
+    summary = {name: {"shards": len(info["manifests"]), "times": info["times"]} for name, info in profiles.items()}
+    write_text(Path(args.out).with_suffix(".json"),
+               json.dumps(portable({"provenance": provenance_of(profiles), "profiles": summary}), indent=1))
     print(render(profiles))
     return 0
 
