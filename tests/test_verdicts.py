@@ -1,4 +1,5 @@
 """Each status a case can have, decided from its numbers, and one honest count of them (no torch, no paddle)."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,16 @@ def test_finalize_case_records_vacuity_and_ties(tmp_path, flat, tied, status):
     assert record["error"] is None and record["passed"]  # both sides equal: the comparison alone would pass
     assert bool(record["vacuous"]) == flat and bool(record["ill_conditioned"]) == tied
     assert case_status(record) == status
+
+
+@pytest.mark.parametrize("profile, status", [("quick", 1), ("zoo", 1), ("upstream-suite", 0)])
+def test_a_profile_run_with_a_vacuous_case_exits_1_except_upstreams_matrix(tmp_path, profile, status, capsys):
+    from parity.cli import write_results
+
+    records = [_record(message="ok"), _record(id="flat", vacuous="both final CAMs are flat", message="ok")]
+    assert write_results(tmp_path, {"profile": profile, "dtype": "float32"}, records) == status
+    saved = json.loads((tmp_path / "parity.json").read_text(encoding="utf-8"))
+    assert saved["summary"]["vacuous"] == 1 and saved["summary"]["verdict"] == "INCONCLUSIVE"
+    assert "**1/2 cases passed** · vacuous: 1" in capsys.readouterr().out
+    # without the vacuous case the same run passes
+    assert write_results(tmp_path, {"profile": profile, "dtype": "float32"}, records[:1]) == 0
