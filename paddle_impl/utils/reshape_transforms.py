@@ -156,6 +156,7 @@ class Layout(NamedTuple):
 
 
 def as_size_pair(size: Union[int, Sequence[int]], what: str) -> Tuple[int, int]:
+    """An int or a (height, width) pair as (height, width); anything else is a ValueError naming ``what``."""
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
     size = tuple(int(s) for s in size)
