@@ -11,7 +11,7 @@ import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from parity.report_cases import _case_id, _comparable, _p999
-from parity.report_format import _cell, _code, _Links, _of_bound, _sci, _table
+from parity.report_format import _cell, _code, _drop_empty_columns, _Links, _of_bound, _sci, _table
 from parity.report_verdict import _EMOJI, case_status
 
 __all__ = ["margin", "worst_lines", "where_not_lines", "computed_at_line"]
@@ -44,8 +44,8 @@ def worst_lines(cases: Sequence[Mapping], links: _Links, p999: Optional[Mapping]
         rows.append([links.case(case, f"{_EMOJI[status]} {_cell(_case_id(case))}"), _of_bound(case),
                      _sci(case.get("cam_max_abs_diff")), _sci(_p999(case, p999)), _sci(case.get("tolerance"))])
     title = f"Closest to the bound ({min(count, len(ranked))} of {len(ranked)} ranked cases):"
-    return [title, ""] + _table(["case", "of bound", "max\\|Δ\\|", "p99.9 \\|Δ\\|", "bound"], rows,
-                                ["l", "r", "r", "r", "r"]) + [""]
+    header, rows = _drop_empty_columns(["case", "of bound", "max\\|Δ\\|", "p99.9 \\|Δ\\|", "bound"], rows)
+    return [title, ""] + _table(header, rows, ["l"] + ["r"] * (len(header) - 1)) + [""]
 
 
 def _where(case: Mapping) -> str:

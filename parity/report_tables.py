@@ -103,7 +103,7 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
         keys.append("💥 the case did not run to the end")
     if "architectures differ" in statuses:
         keys.append("🔶 paddle.vision's architecture differs from torchvision's: the case cannot pass and is "
-                    "not a port failure (not counted)")
+                    "not a port failure (neither passed nor failed)")
     if "vacuous" in statuses:
         keys.append("⚪ vacuous: both final CAMs are flat for an image of the batch, so the comparison shows "
                     "nothing (not counted as passed)")
@@ -112,7 +112,7 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
                     "decided the result, and rounding breaks it either way (not counted as passed or failed)")
     if "float32 only" in statuses:
         keys.append("🟡 over its bound in float32, within every float64 bound when rerun: rounding that the "
-                    "method amplifies, not the port (not counted; the case says why)")
+                    "method amplifies, not the port (neither passed nor failed; the case says why)")
     if any("·" in cell.split("<br>") for row in rows for cell in row):
         keys.append("· not part of this run")
     return lines + ["", "Cells: " + " · ".join(keys) + "."]
