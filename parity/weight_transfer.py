@@ -995,11 +995,41 @@ def _compare(expected: Optional[np.ndarray], got: Optional[np.ndarray], rtol: fl
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     bound = rtol * scale + atol
     if expected.shape != got.shape:
-        return False, None, bound
+        got = _in_layout_of(expected, got)
+        if got is None:
+            return False, None, bound
     if not expected.size:
         return True, 0.0, bound
     diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
     return bool(diff <= bound), diff, bound
+
+
+def _in_layout_of(expected: np.ndarray, got: np.ndarray) -> Optional[np.ndarray]:
+    """``got`` in ``expected``'s layout when the two hold the same tensor laid out differently, else None.
+
+    Hubs lay the same activations out differently between layers: timm's Swin
+    keeps (B, H, W, C) where PaddleClas's keeps (B, H*W, C), and a channels-last
+    map is a channels-first one transposed.  The values are compared in one
+    layout; tensors of different sizes or batch never match.
+    """
+    if got.size != expected.size or got.ndim < 2 or expected.ndim < 2 or got.shape[0] != expected.shape[0]:
+        return None
+    candidates = [got]
+    if got.ndim >= 3:
+        candidates.append(np.moveaxis(got, 1, -1))  # channels first -> channels last
+        candidates.append(np.moveaxis(got, -1, 1))  # channels last -> channels first
+    for candidate in candidates:
+        if candidate.shape == expected.shape:
+            return candidate
+        flat = candidate.reshape(candidate.shape[0], -1, candidate.shape[-1]) if candidate.ndim >= 3 else None
+        if flat is not None and flat.size == expected.size:
+            try:
+                reshaped = flat.reshape(expected.shape)
+            except ValueError:
+                continue
+            if expected.ndim >= 2 and reshaped.shape[-1] == candidate.shape[-1]:
+                return reshaped
+    return None
 
 
 def _is_wide(array: Optional[np.ndarray]) -> bool:
@@ -1175,8 +1205,14 @@ def _segment_divergence(
     p_after: str,
     rtol: float,
     atol: float,
+    models: Optional[Tuple[Any, Any]] = None,
 ) -> Divergence:
-    """The divergence lies between two weighted layers: name the first weight-free layer pair that causes it."""
+    """The divergence lies between two weighted layers: name the first weight-free layer pair that causes it.
+
+    When no layer pair is to blame, the blocks that hold both weighted layers
+    (``models``: the torch and the Paddle model) are compared by their
+    settings (a Swin block's ``shift_size``, a window size...).
+    """
     # Weight-free layers pair by kind in order (a torch ReLU module may be a functional
     # call in Paddle, so either side may have layers the other lacks).
     start = 0
@@ -1220,6 +1256,8 @@ def _segment_divergence(
     lone = ""
     if lone_t or lone_p:
         lone = f"; layers on one side only: torch {_describe(lone_t, 4) or 'none'}, paddle {_describe(lone_p, 4) or 'none'}"
+    if models is not None:
+        lone += _enclosing_block_difference(models, (t_before, t_after), (p_before, p_after))
     return Divergence(
         "architecture",
         f"between {t_before or '<input>'} and {t_after}",
@@ -1255,6 +1293,54 @@ def _zero_padding_between(t_in: Optional[np.ndarray], p_in: Optional[np.ndarray]
             return (f"{side}'s input is {other}'s zero-padded by (left, right, top, bottom) "
                     f"{(left, dw - left, top, dh - top)} before this layer (a functional pad on the {side} side only)")
     return None
+
+
+def _enclosing_path(model: Any, paths: Sequence[str], framework: str) -> Optional[str]:
+    """The deepest layer path that contains every one of ``paths`` (layers, not the model itself)."""
+    named = dict(_torch_modules(model) if framework == "torch" else _paddle_layers(model))
+    real = [path for path in paths if path in named and path]
+    if len(real) < 2:
+        return None
+    common = real[0]
+    while common and not all(path == common or path.startswith(common + ".") for path in real):
+        common = common.rpartition(".")[0]
+    while common and common not in named:
+        common = common.rpartition(".")[0]
+    return common or None
+
+
+def _block_settings(layer: Any) -> Dict[str, Any]:
+    """A block's plain settings (numbers, flags, strings, tuples of numbers), by name without leading underscores."""
+    settings = {}
+    for name, value in vars(layer).items():
+        key = name.lstrip("_")
+        if key in ("training", "full_name", "helper", "dtype", "name_scope") or key.startswith(("forward_", "loaded_", "init_")):
+            continue
+        if isinstance(value, bool) or isinstance(value, str):
+            settings[key] = value
+        elif isinstance(value, (int, float, np.integer, np.floating)):
+            settings[key] = _norm_pair(value) if isinstance(value, (int, np.integer)) else float(value)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float, np.integer)) for v in value):
+            settings[key] = _norm_pair(value)
+    return settings
+
+
+def _enclosing_block_difference(models: Tuple[Any, Any], t_paths: Sequence[str], p_paths: Sequence[str]) -> str:
+    """'; the blocks around it differ: ...' naming the settings both enclosing blocks have with other values."""
+    torch_model, paddle_model = models
+    t_path = _enclosing_path(torch_model, t_paths, "torch")
+    p_path = _enclosing_path(paddle_model, p_paths, "paddle")
+    if not t_path or not p_path:
+        return ""
+    t_block = dict(_torch_modules(torch_model))[t_path]
+    p_block = dict(_paddle_layers(paddle_model))[p_path]
+    t_set, p_set = _block_settings(t_block), _block_settings(p_block)
+    differing = [f"{key} {_number(t_set[key])} vs {_number(p_set[key])}" for key in sorted(set(t_set) & set(p_set))
+                 if t_set[key] != p_set[key]]
+    if not differing:
+        return ""
+    return (f"; the blocks around it differ: torch {t_path} ({type(t_block).__name__}) / paddle {p_path} "
+            f"({type(p_block).__name__}): " + ", ".join(differing))
 
 
 # Weight-free layers the two frameworks name differently but compute alike.
@@ -1357,7 +1443,8 @@ def diagnose_first_divergence(
             before_t = t_events[t_prev].path if t_prev >= 0 else ""
             before_p = p_events[p_prev].path if p_prev >= 0 else ""
             return _segment_divergence(
-                t_events[t_prev + 1 : ti], p_events[p_prev + 1 : pi], before_t, before_p, te.path, pe.path, rtol, atol
+                t_events[t_prev + 1 : ti], p_events[p_prev + 1 : pi], before_t, before_p, te.path, pe.path, rtol, atol,
+                (torch_model, paddle_model),
             )
         t_out, p_out = _paired_outputs(te, pe)
         agree_out, diff, bound = _compare(t_out, p_out, rtol, atol)
@@ -1403,7 +1490,8 @@ def diagnose_first_divergence(
     before_t = t_events[t_prev].path if t_prev >= 0 else ""
     before_p = p_events[p_prev].path if p_prev >= 0 else ""
     segment = _segment_divergence(
-        t_events[t_prev + 1 :], p_events[p_prev + 1 :], before_t, before_p, "<output>", "<output>", rtol, atol
+        t_events[t_prev + 1 :], p_events[p_prev + 1 :], before_t, before_p, "<output>", "<output>", rtol, atol,
+        (torch_model, paddle_model),
     )
     if segment.max_abs_diff is None:
         return Divergence(

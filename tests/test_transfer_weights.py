@@ -406,3 +406,35 @@ def test_timm_lcnet_against_paddleclas_is_refused_at_each_real_difference_then_t
     assert all(check.relative <= 1e-5 for check in pairing.checks), pairing.checks
     back = transfer_weights(torch_model, paddle_model, x, direction="paddle_to_torch")
     assert {(e.target, e.source) for e in back} == {(e.source, e.target) for e in pairing}
+
+
+class TorchShiftBlock(torch.nn.Module):
+    def __init__(self, shift_size: int):
+        super().__init__()
+        self.shift_size = shift_size
+        self.first = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.second = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.second(torch.roll(self.first(x), shifts=(self.shift_size, self.shift_size), dims=(2, 3)))
+
+
+class PaddleShiftBlock(paddle.nn.Layer):
+    def __init__(self, shift_size: int):
+        super().__init__()
+        self.shift_size = shift_size
+        self.conv_a = paddle.nn.Conv2D(3, 4, 3, padding=1)
+        self.conv_b = paddle.nn.Conv2D(4, 2, 1)
+
+    def forward(self, x):
+        return self.conv_b(paddle.roll(self.conv_a(x), shifts=(self.shift_size, self.shift_size), axis=(2, 3)))
+
+
+def test_a_setting_of_the_enclosing_block_is_named_when_no_layer_is_to_blame():
+    """Swin's case: a shifted window one side keeps (a functional roll): the blocks' shift_size is named."""
+    torch.manual_seed(0)
+    torch_model = torch.nn.Sequential(TorchShiftBlock(shift_size=0)).eval()
+    paddle_model = paddle.nn.Sequential(PaddleShiftBlock(shift_size=2))
+    error = refusal(torch_model, paddle_model)
+    assert error.divergence.torch_path == "between 0.first and 0.second", str(error)
+    assert "the blocks around it differ: torch 0 (TorchShiftBlock) / paddle 0 (PaddleShiftBlock): shift_size (0, 0) vs (2, 2)" in str(error)
