@@ -30,6 +30,7 @@ from paddle_impl.activations_and_gradients import ActivationsAndGradients, froze
 from paddle_impl.augmentation import AUG_SMOOTH_VARIANTS, AugmentationVariant
 from paddle_impl.utils.image import scale_cam_image
 from paddle_impl.utils.model_targets import ClassifierOutputTarget
+from paddle_impl.utils.reshape_transforms import AutoReshapeTransform
 from paddle_impl.utils.svd_on_activations import get_2d_projection
 
 __all__ = ["BaseCAM"]
@@ -38,6 +39,43 @@ __all__ = ["BaseCAM"]
 def _argmax_targets(logits: np.ndarray) -> List[Callable]:
     """Upstream's default: explain each image's highest logit."""
     return [ClassifierOutputTarget(category) for category in np.argmax(logits, axis=-1)]
+
+
+class _ReshapeFromInput:
+    """``reshape_transform="auto"``: each activation's layout read from its shape and the current input's size.
+
+    Upstream takes only a callable.  Writing one for every ViT, DeiT or Swin
+    variant is the most common stumbling block of its users, and the layout
+    follows from two things the CAM already has: the activation's shape and
+    the size of the image being explained (set before each forward pass).
+    A model with a ``patch_embed.patch_size`` (timm and PaddleClas
+    transformers) narrows the grids considered to its patch grid and the
+    halvings of it.
+    """
+
+    def __init__(self, model: paddle.nn.Layer) -> None:
+        patch_size = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        self.patch_size = None if patch_size is None else tuple(int(s) for s in np.atleast_1d(patch_size))[-2:]
+        self.transform: Optional[AutoReshapeTransform] = None
+
+    def set_input_size(self, input_tensor: paddle.Tensor) -> None:
+        size = tuple(int(s) for s in input_tensor.shape[-2:])
+        if self.transform is None or self.transform.input_size != size:
+            self.transform = AutoReshapeTransform(size, self.patch_size)
+
+    def __call__(self, tensor: paddle.Tensor) -> paddle.Tensor:
+        if self.transform is None:
+            raise ValueError("reshape_transform='auto' reads the input size from the tensor being explained; none has been seen yet")
+        return self.transform(tensor)
+
+
+def _reshape_transform_for(model: paddle.nn.Layer, reshape_transform) -> Optional[Callable]:
+    """A callable (or None) for ``reshape_transform``; the one string accepted is ``"auto"``."""
+    if isinstance(reshape_transform, str):
+        if reshape_transform != "auto":
+            raise ValueError(f"reshape_transform must be a callable, None or 'auto', not {reshape_transform!r}")
+        return _ReshapeFromInput(model)
+    return reshape_transform
 
 
 class BaseCAM:
@@ -57,7 +95,7 @@ class BaseCAM:
         self.model = model
         self.model.eval()
         self.target_layers = target_layers
-        self.reshape_transform = reshape_transform
+        self.reshape_transform = reshape_transform = _reshape_transform_for(model, reshape_transform)
         self.compute_input_gradient = compute_input_gradient
         self.uses_gradients = uses_gradients
         self.tta_transforms = list(AUG_SMOOTH_VARIANTS if tta_transforms is None else tta_transforms)
@@ -125,6 +163,8 @@ class BaseCAM:
         ``targets`` is None (upstream: the argmax); a wrapper that picks its
         targets from the same pass (FinerCAM) passes its own.
         """
+        if isinstance(self.reshape_transform, _ReshapeFromInput):
+            self.reshape_transform.set_input_size(input_tensor)
         if self.compute_input_gradient and self.detach:
             # With detach=False upstream takes the input gradient with autograd.grad and
             # discards it, so only the detach=True path needs the input in the graph.
