@@ -555,6 +555,15 @@ def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:
         raise UserError(f"cannot write the report to {out}: {error.strerror or error}") from None
     print(summary_line(results))
     print(f"report: {out / 'parity.md'}")
+    root = _reports_root(out)
+    if Path(root).resolve() != Path(out).resolve():
+        # a report under reports/: the one index that lists every report gets its new verdict and commit
+        from parity.report_index import write_index
+
+        try:
+            print(f"index: {write_index(root)}")
+        except OSError as error:
+            print(f"python -m parity: the index {root / 'README.md'} was not rewritten: {error}", file=sys.stderr)
     # A model whose paddle.vision twin computes another function is reported, not failed: no port can pass it.
     # Nor is a float32 case whose float64 rerun passes: the port computes what upstream computes.
     # A vacuous case (both maps flat) fails the run, except in upstream's own 32x32 matrix, which shows them.

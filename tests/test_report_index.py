@@ -104,3 +104,19 @@ def test_shards_report_records_its_commit_and_the_index_reads_it(repo):
     text = render_index(root, repo)
     line = next(line for line in text.splitlines() if "(shards.md)" in line)
     assert "2026-12-02" in line and f"`{commit[:12]}`" in line and "STALE" not in line
+
+
+def test_a_run_written_under_reports_refreshes_the_index(tmp_path, monkeypatch, capsys):
+    from parity import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    out = tmp_path / "reports" / "quick"
+    out.mkdir(parents=True)
+    (tmp_path / "reports" / "README.md").write_text("# Reports\n(an older index)\n", encoding="utf-8")
+    record = {"id": "gradcam-no_smooth", "method": "gradcam", "smooth": "no_smooth", "passed": True, "error": None,
+              "vacuous": None, "message": "ok", "tolerance": 1e-4, "cam_max_abs_diff": 1e-7}
+    assert cli.write_results(out, {"profile": "quick", "dtype": "float32"}, [record]) == 0
+    index = (tmp_path / "reports" / "README.md").read_text(encoding="utf-8")
+    assert "[float32 quick](quick/parity.md)" in index and "**1/1 cases passed**" in index
+    assert "an older index" not in index
+    assert "[index of every report](../README.md)" in (out / "parity.md").read_text(encoding="utf-8")
