@@ -7,8 +7,11 @@ split by job into modules each read in one sitting:
 - ``parity.report_verdict``: each case's status, the counts, the verdict line;
 - ``parity.report_cases``: case ids, their order, the files each case wrote;
 - ``parity.report_format``: numbers, cells, anchors, links and pictures in markdown;
-- ``parity.report_pictures``: the |Δ| heatmaps and their legend;
-- ``parity.report_tables``: the matrix, galleries, metrics and per-case sections;
+- ``parity.report_pictures``: the |Δ| heatmaps on one log scale, their colour bar and grid;
+- ``parity.report_tables``: the matrix, galleries, |Δ| scale and metrics;
+- ``parity.report_case``: one case, folded, with the command that reruns it;
+- ``parity.report_first_screen``: where not and how close, under the verdict;
+- ``parity.report_index``: ``reports/README.md``, the one index of every report;
 - ``parity.report_provenance``: the provenance table;
 - ``parity.report_markdown``: the two markdown documents;
 - ``parity.report_html``: the self-contained HTML page.

@@ -11,9 +11,10 @@ from parity.report_format import (
 )
 from parity.report_first_screen import computed_at_line, where_not_lines, worst_lines
 from parity.report_provenance import _fallback_lines, _provenance_lines
+from parity.report_case import _case_lines, _failure_lines
 from parity.report_tables import (
-    _ablation_lines, _architecture_lines, _case_lines, _failure_lines, _matrix_lines, _methods_lines,
-    _metrics_lines, _scale_info, _scale_lines, _siblings_line,
+    _ablation_lines, _architecture_lines, _matrix_lines, _methods_lines, _metrics_lines, _scale_info, _scale_lines,
+    _siblings_line,
 )
 
 # A metrics table longer than this is folded: the first screen already names what matters.
