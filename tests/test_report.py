@@ -321,3 +321,32 @@ def test_error_case_links_no_leftover_images(tmp_path):
     assert not any("gradcam++" in link and "eigen_smooth" in link for link in _image_links(text))
     assert not (tmp_path / files["diff_jpg"]).exists()
     assert ERROR_TEXT.splitlines()[0] in text
+
+
+@pytest.mark.parametrize("run", ["upstream-suite", "zoo", "quick"])
+def test_the_rerun_command_parses_and_rebuilds_the_cases_setup(run):
+    """Each case's one-line command is a valid ``python -m parity`` call that selects that case's setup alone."""
+    import json
+    import shlex
+
+    from parity import cli
+    from parity.registry import METHODS, PROFILES, Setup
+    from parity.report_cases import rerun_command
+
+    path = REPO / "reports" / run / "parity.json"
+    if not path.is_file():
+        pytest.skip(f"no committed {run} run")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    for case in results["cases"][::7]:
+        words = shlex.split(rerun_command(case, results["provenance"]))
+        assert words[:3] == ["python", "-m", "parity"] and "--out" in words and "reports" not in words
+        args = cli.build_parser().parse_args(words[3:])
+        assert args.methods == [case["method"]] and args.smooth == [case["smooth"]]
+        if not case.get("setup"):
+            assert args.profile == results["provenance"]["profile"]
+            continue
+        setup = cli._setup_transform(args)(PROFILES[args.profile].setups_of(METHODS[case["method"]])[0])
+        assert isinstance(setup, Setup) and setup.model == case["model"]
+        assert setup.layers() == (case["target_layers"]["torch"], case["target_layers"]["paddle"])
+        assert setup.batch == case["batch"] and list(setup.size or []) == list(case["size"] or [])
+        assert setup.target_category == case.get("target_category")
