@@ -9,7 +9,7 @@ also writes the same report (``parity.md``, ``parity.json``, pictures).
 
     import parity
     records = parity.compare_models(
-        torch_model, paddle_model, x,                       # x: (B, C, H, W) numpy array
+        torch_model, paddle_model, x,                       # x: (B, C, H, W) numpy array, or a list of them
         torch_layers=[torch_model.layer4[-1]], paddle_layers=["layer4[-1]"],
         methods=["gradcam", "scorecam"], smooth=["no_smooth", "eigen_smooth"], out="reports/mine")
     assert all(r["passed"] for r in records), [r["message"] for r in records]

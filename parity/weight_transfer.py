@@ -939,7 +939,11 @@ def _record(model: Any, x: np.ndarray, framework: str) -> Tuple[List[_Event], np
             event = _Event(path, layer, kind(layer), weighted, stack.pop(), to_array(output))
             if id(layer) in fused and open_fused and open_fused[-1]["id"] == id(layer):
                 frame = open_fused.pop()
-                event.core = frame["core"]
+                # A tail that runs first (act, then the layer's own computation) leaves the
+                # input as "core": then there is no core to compare, only the output.
+                same_as_input = (frame["core"] is not None and event.input is not None
+                                 and frame["core"].shape == event.input.shape and np.array_equal(frame["core"], event.input))
+                event.core = None if same_as_input else frame["core"]
                 events.insert(frame["start"], event)
             else:
                 events.append(event)

@@ -438,3 +438,52 @@ def test_a_setting_of_the_enclosing_block_is_named_when_no_layer_is_to_blame():
     error = refusal(torch_model, paddle_model)
     assert error.divergence.torch_path == "between 0.first and 0.second", str(error)
     assert "the blocks around it differ: torch 0 (TorchShiftBlock) / paddle 0 (PaddleShiftBlock): shift_size (0, 0) vs (2, 2)" in str(error)
+
+
+# -- fused modules: timm's BatchNormAct2d is a batch norm and its activation in one module ----
+
+
+def fused_pair(paddle_eps: float = 1e-5, paddle_act: str = "silu"):
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    torch_model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, bias=False), layers.BatchNormAct2d(6, act_layer=torch.nn.SiLU), torch.nn.Conv2d(6, 2, 1)
+    )
+    with torch.no_grad():
+        torch_model[1].running_mean.uniform_(-0.3, 0.3)
+        torch_model[1].running_var.uniform_(0.5, 1.5)
+    torch_model.eval()
+    if paddle_act == "silu":
+        paddle_model = paddle.nn.Sequential(
+            paddle.nn.Conv2D(3, 6, 3, bias_attr=False), paddle.nn.BatchNorm2D(6, epsilon=paddle_eps), paddle.nn.Silu(),
+            paddle.nn.Conv2D(6, 2, 1),
+        )
+    else:  # PaddleClas's legacy layer with the activation fused into the kernel
+        paddle_model = paddle.nn.Sequential(
+            paddle.nn.Conv2D(3, 6, 3, bias_attr=False), paddle.nn.BatchNorm(6, act=paddle_act, epsilon=paddle_eps),
+            paddle.nn.Conv2D(6, 2, 1),
+        )
+    return torch_model, paddle_model
+
+
+@pytest.mark.parametrize("paddle_act", ["silu", "swish"])
+def test_a_fused_batch_norm_act_transfers_to_either_paddle_spelling(paddle_act):
+    torch_model, paddle_model = fused_pair(paddle_act=paddle_act)
+    pairing = transfer_weights(torch_model, paddle_model, inputs(12)[0])
+    assert MapEntry("1.running_var", "1._variance", False) in pairing.entries
+
+
+@pytest.mark.parametrize("paddle_act", ["silu", "swish"])
+def test_a_fused_batch_norm_act_is_compared_before_its_activation(paddle_act):
+    """eps 1e-3 on the Paddle side: the batch norm itself is named, not the activation after it."""
+    torch_model, paddle_model = fused_pair(paddle_eps=1e-3, paddle_act=paddle_act)
+    error = refusal(torch_model, paddle_model, size=12)
+    assert (error.divergence.torch_path, error.divergence.paddle_path) == ("1", "1"), str(error)
+    assert "inputs and weights agree; eps 1e-05 vs 0.001" in str(error)
+
+
+def test_fused_activations_that_differ_are_named_with_both_tails():
+    torch_model, paddle_model = fused_pair(paddle_act="relu")
+    error = refusal(torch_model, paddle_model, size=12)
+    assert (error.divergence.torch_path, error.divergence.paddle_path) == ("1", "1"), str(error)
+    assert "their fused tails differ: torch applies SiLU, paddle act='relu'" in str(error)
