@@ -48,8 +48,9 @@ target layer, or a chain of them, both orders are the same list.
 as live graph tensors and gets their gradients from
 ``paddle.grad(..., create_graph=True)``, so that a second derivative can be
 taken; ``second_order_graph`` makes a model's forward pass
-double-differentiable in Paddle 3.3.1 without changing its numbers on the
-CPU.
+double-differentiable in Paddle 3.3.1 (flatten, inference BatchNorm and
+LayerNorm have no second derivative there) without changing its numbers on
+the CPU.
 """
 from __future__ import annotations
 
@@ -143,6 +144,120 @@ def _inference_batch_norm_as_ops(layer: paddle.nn.Layer) -> Callable[[paddle.Ten
     return forward
 
 
+# Paddle's CPU layer_norm sums a row of float32 in eight AVX lanes when the row has at least this many
+# elements and the CPU has AVX; otherwise (float64, shorter rows, no AVX) it sums left to right.
+_AVX_FLOAT32_LANES = 8
+
+
+def _kernel_order_row_sum(rows: paddle.Tensor) -> paddle.Tensor:
+    """Sum over the last axis (keepdim) with the value Paddle's CPU ``layer_norm`` kernel gets, and the gradient of a sum.
+
+    The kernel's summation order decides the last bits of its mean and
+    variance, so the value is recomputed in that order on a detached copy:
+    in float32 with rows of 8 or more (and an AVX CPU) each of 8 lanes adds
+    every 8th element left to right, the row's tail (``n % 8`` elements) is
+    added to the top lanes, and the lanes are combined as
+    ``((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))``; otherwise the
+    row is added left to right.  ``cumsum`` adds in exactly these orders,
+    but has no second derivative in Paddle 3.3.1, so the result carries the
+    graph of an ordinary ``sum`` added as ``s - s.detach()`` (exactly zero):
+    a sum is linear, so its derivatives do not depend on the order.
+    """
+    values = rows.detach()
+    length = int(values.shape[-1])
+    lead = list(values.shape[:-1])
+    if values.dtype == paddle.float32 and length >= _AVX_FLOAT32_LANES and paddle.base.core.avx_supported():
+        lanes = _AVX_FLOAT32_LANES
+        rest = length % lanes
+        full = length - rest
+        blocks = values[..., :full].reshape(lead + [full // lanes, lanes])
+        if rest:
+            padding = paddle.zeros(lead + [1, lanes - rest], dtype=values.dtype)
+            tail = paddle.concat([padding, values[..., full:].reshape(lead + [1, rest])], axis=-1)
+            blocks = paddle.concat([blocks, tail], axis=-2)
+        lane_sums = paddle.cumsum(blocks, axis=-2)[..., -1, :]
+        halves = lane_sums[..., :4] + lane_sums[..., 4:]
+        ordered = (halves[..., 0:1] + halves[..., 1:2]) + (halves[..., 2:3] + halves[..., 3:4])
+    else:
+        ordered = paddle.cumsum(values, axis=-1)[..., -1:]
+    plain = rows.sum(axis=-1, keepdim=True)
+    return ordered + (plain - plain.detach())
+
+
+def _kernel_order_row_mean(rows: paddle.Tensor) -> paddle.Tensor:
+    """Mean over the last axis as the kernel finishes it: times a float32 ``1/n`` on the AVX path, else over ``n``."""
+    length = int(rows.shape[-1])
+    total = _kernel_order_row_sum(rows)
+    if rows.dtype == paddle.float32 and length >= _AVX_FLOAT32_LANES and paddle.base.core.avx_supported():
+        return total * paddle.full([], float(np.float32(1.0) / np.float32(length)), dtype=rows.dtype)
+    return total / paddle.full([], float(length), dtype=rows.dtype)
+
+
+def _correctly_rounded_sqrt(x: paddle.Tensor) -> paddle.Tensor:
+    """``sqrt`` rounded to nearest, as the kernel's ``std::sqrt`` and AVX ``sqrt_ps`` are.
+
+    Paddle's float32 ``sqrt`` op is off by one ulp in about a third of its
+    results on the CPU; a float64 square root rounded to float32 is
+    correctly rounded (float64 carries more than twice float32's precision).
+    """
+    if x.dtype == paddle.float32:
+        return paddle.sqrt(x.astype(paddle.float64)).astype(paddle.float32)
+    return paddle.sqrt(x)
+
+
+def _layer_norm_as_ops(kernel: Callable) -> Callable:
+    """``_C_ops.layer_norm`` written with elementwise ops that have second derivatives, in the CPU kernel's order.
+
+    Paddle 3.3.1 has no grad op for ``layer_norm_grad``, so a second
+    derivative through LayerNorm fails.  This computes what the CPU kernel
+    computes, step by step: the mean over the normalised axes, the biased
+    variance ``mean((x - mean)^2)`` (divided by ``n``, as torch's LayerNorm
+    does too), ``(x - mean) / sqrt(var + eps)`` with ``eps`` held as the
+    op's float32 attribute, then times the weight and plus the bias.  With
+    the kernel's summation order for the two means
+    (``_kernel_order_row_sum``) and a correctly rounded square root
+    (``_correctly_rounded_sqrt``) the result is the kernel's bit for bit on
+    the CPU: max|Δ| 0 in float32 and float64 on DeiT-tiny and ViT-B token
+    rows (192, 768), Swin's and ConvNeXt's channels-last maps (96, 768),
+    rows of 5, 13 and 100 and a LayerNorm over (4, 25), with and without
+    weight and bias, eps 1e-6 and 1e-5 (``tests/test_second_order_layernorm.py``).
+    Plain ops (``mean``, ``mean((x - mean)^2)``, ``rsqrt``) on the same
+    cases differ from the kernel by up to 5.2e-6 in float32 (outputs up to
+    8.9 in magnitude) and 2.7e-15 in float64.  On other devices the values
+    agree to rounding, not to the bit.
+
+    A call none of whose inputs needs a gradient goes to ``kernel`` (the
+    same values, and faster).
+    """
+
+    def layer_norm(x, weight=None, bias=None, epsilon=1e-5, begin_norm_axis=1):
+        inputs = [t for t in (x, weight, bias) if t is not None]
+        if all(t.stop_gradient for t in inputs):
+            return kernel(x, weight, bias, epsilon, begin_norm_axis)
+        shape = list(x.shape)
+        axis = begin_norm_axis % len(shape) if shape else 0
+        length = int(np.prod(shape[axis:], dtype=np.int64))
+        for name, tensor in (("weight", weight), ("bias", bias)):
+            if tensor is not None and int(np.prod(tensor.shape, dtype=np.int64)) != length:
+                raise ValueError(
+                    f"layer_norm {name} has {int(np.prod(tensor.shape))} elements, but the normalised "
+                    f"dimensions {shape[axis:]} of the input hold {length}"
+                )
+        rows = x.reshape(shape[:axis] + [length])
+        mean = _kernel_order_row_mean(rows)
+        centred = rows - mean
+        variance = _kernel_order_row_mean(centred * centred)
+        eps = paddle.full([], float(np.float32(epsilon)), dtype=x.dtype)
+        out = centred / _correctly_rounded_sqrt(variance + eps)
+        if weight is not None:
+            out = out * weight.reshape([length])
+        if bias is not None:
+            out = out + bias.reshape([length])
+        return out.reshape(shape)
+
+    return layer_norm
+
+
 @contextlib.contextmanager
 def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
     """Make ``model``'s forward pass differentiable twice, with the same forward values.
@@ -159,7 +274,13 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
       does not itself depend on the activations, which is the case for a
       logit target.  Each channel-first BatchNorm in eval mode that
       normalises with its stored statistics is therefore run as the
-      elementwise ops of ``_inference_batch_norm_as_ops``.
+      elementwise ops of ``_inference_batch_norm_as_ops``;
+    * LayerNorm (``layer_norm_grad`` has no grad op): ``paddle._C_ops.layer_norm``,
+      which ``nn.LayerNorm`` and ``F.layer_norm`` both call, is replaced by
+      the elementwise ops of ``_layer_norm_as_ops``, which give the CPU
+      kernel's values bit for bit.  The ops take a frozen weight as a
+      constant, so ``layer_norm_input_gradients``' alias is not needed on
+      this path.  A model without LayerNorm runs exactly the same ops.
 
     Everything is restored on exit, also on error.
     """
@@ -173,13 +294,16 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
     ]
     saved_forwards = [layer.__dict__.get("forward") for layer in norms]
     saved_flatten, saved_tensor_flatten = paddle.flatten, paddle.Tensor.flatten
+    saved_layer_norm = _C_ops.layer_norm
     try:
         for layer in norms:
             layer.forward = _inference_batch_norm_as_ops(layer)
         paddle.flatten = _flatten_by_reshape
         paddle.Tensor.flatten = _flatten_by_reshape
+        _C_ops.layer_norm = _layer_norm_as_ops(saved_layer_norm)
         yield
     finally:
+        _C_ops.layer_norm = saved_layer_norm
         paddle.flatten = saved_flatten
         paddle.Tensor.flatten = saved_tensor_flatten
         for layer, saved_forward in zip(norms, saved_forwards):

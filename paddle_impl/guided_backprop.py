@@ -2,6 +2,13 @@
 
 Every ReLU passes a gradient back only where both its input and the incoming
 gradient are positive.  The result is d y^c / d input, as an (H, W, C) array.
+
+The forward and backward pass run under ``frozen_parameters``, as the CAM
+methods' do: only the input gradient is computed, the parameters' flags and
+``.grad`` are left as found (upstream leaves the weight gradients of every
+call in ``.grad``), and a LayerNorm whose weight is frozen (by us or by the
+user) still passes its input the right gradient, which Paddle 3.3.1 gets
+wrong otherwise (see ``activations_and_gradients.layer_norm_input_gradients``).
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import numpy as np
 import paddle
 from paddle.autograd import PyLayer
 
+from paddle_impl.activations_and_gradients import frozen_parameters
 from paddle_impl.utils.find_layers import replace_all_layer_type_recursive
 
 __all__ = ["GuidedBackpropReLU", "GuidedBackpropReLUasModule", "GuidedBackpropReLUModel"]
@@ -52,11 +60,12 @@ class GuidedBackpropReLUModel:
         try:
             input_img = input_img.detach()
             input_img.stop_gradient = False
-            output = self.forward(input_img)
-            if target_category is None:
-                target_category = int(np.argmax(output.numpy()))
-            loss = output[0, target_category]
-            loss.backward()
+            with frozen_parameters(self.model):
+                output = self.forward(input_img)
+                if target_category is None:
+                    target_category = int(np.argmax(output.numpy()))
+                loss = output[0, target_category]
+                loss.backward()
             gradient = input_img.grad.numpy()[0, :, :, :]
         finally:
             replace_all_layer_type_recursive(self.model, GuidedBackpropReLUasModule, paddle.nn.ReLU)
