@@ -36,6 +36,7 @@ import numpy as np
 
 from paddle_impl.errors import UserError, cli_errors
 from paddle_impl.locations import data_root, default_image, fallback_image
+from parity.compare import vacuous_images
 from parity.registry import METHODS, Setup
 
 __all__ = ["main", "build_parser", "average_drop", "increase_in_confidence", "render_markdown", "default_images"]
@@ -180,6 +181,11 @@ def compare(results: Dict[str, Dict], job: Dict, work: Path) -> List[Dict]:
             float(np.max(np.abs(np.load(work / f"paddle-{Path(i).stem}-{name}.npy").astype(np.float64)
                                 - np.load(work / f"torch-{Path(i).stem}-{name}.npy"))))
             for i in images)
+        # a measure taken on two flat maps compares nothing: such images are counted and the row says so
+        row["vacuous_images"] = sum(
+            bool(vacuous_images(np.load(work / f"paddle-{Path(i).stem}-{name}.npy")[None],
+                                np.load(work / f"torch-{Path(i).stem}-{name}.npy")[None]))
+            for i in images)
         row["drop_max_abs_diff"] = max(abs(results["paddle"]["images"][i]["methods"][name]["drop"]
                                            - results["torch"]["images"][i]["methods"][name]["drop"]) for i in images)
         row["same_decisions"] = all(results["paddle"]["images"][i]["methods"][name]["increase"]
@@ -223,15 +229,18 @@ def render_markdown(data: Dict) -> str:
         "probability on the image and O on the image multiplied by the explanation (upstream's "
         "`DropInConfidence` / `IncreaseInConfidence` on the normalised input; lower drop and higher increase "
         "are better). max|Δ| columns: the largest per-image difference between the two frameworks, of the "
-        "map and of max(0, Y − O).",
+        "map and of max(0, Y − O). ⚪ vacuous: on that many images both maps are flat (max − min < 1e-6), so "
+        "the two measures there compare nothing.",
         "",
         "| method | Avg Drop % Paddle | Avg Drop % upstream | % Increase Paddle | % Increase upstream "
         "| map max\\|Δ\\| | drop max\\|Δ\\| |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in data["rows"]:
+        flat = row.get("vacuous_images") or 0
+        method = row["method"] + (f" ⚪ vacuous on {flat} image(s)" if flat else "")
         lines.append(
-            f"| {row['method']} | {_number(row['paddle_average_drop'])} | {_number(row['torch_average_drop'])} "
+            f"| {method} | {_number(row['paddle_average_drop'])} | {_number(row['torch_average_drop'])} "
             f"| {_number(row['paddle_increase'], 1)} | {_number(row['torch_increase'], 1)} "
             f"| {row['cam_max_abs_diff']:.1e} | {row['drop_max_abs_diff']:.1e} |"
         )

@@ -182,3 +182,16 @@ def test_a_profile_run_with_a_vacuous_case_exits_1_except_upstreams_matrix(tmp_p
     assert "**1/2 cases passed** · vacuous: 1" in capsys.readouterr().out
     # without the vacuous case the same run passes
     assert write_results(tmp_path, {"profile": profile, "dtype": "float32"}, records[:1]) == 0
+
+
+def test_a_paper_measure_on_flat_maps_is_marked_vacuous():
+    from parity.paper import render_markdown as paper_markdown
+
+    row = {"method": "gradcam", "images": 2, "paddle_average_drop": 1.0, "torch_average_drop": 1.0,
+           "paddle_increase": 0.0, "torch_increase": 0.0, "cam_max_abs_diff": 0.0, "drop_max_abs_diff": 0.0}
+    data = {"settings": {"images": ["a.png", "b.png"], "size": [32, 32], "model": "resnet50", "layers": "layer4",
+                         "weights": "imagenet", "command": "python -m parity.paper"},
+            "versions": {}, "date": "2026-12-06", "y": [0.5, 0.5], "rows": [dict(row, vacuous_images=1), row]}
+    lines = paper_markdown(data).splitlines()
+    assert sum("| gradcam ⚪ vacuous on 1 image(s) |" in line for line in lines) == 1
+    assert sum(line.startswith("| gradcam | ") for line in lines) == 1
