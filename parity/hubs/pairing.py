@@ -1,11 +1,9 @@
 """A hub pair's weights: the timm state dict into the PaddleClas model, forward-checked, switches verified.
 
-The transfer itself is the project's generic one, ``parity.transfer.transfer_weights``
+The transfer itself is the project's one, ``parity.transfer.transfer_weights``
 (names where they correspond, else execution order and shapes; it fills
 the Paddle model in place and ends with a forward check that names the
-first module whose outputs part).  While that module is not available the
-zoo's execution-order pairing (``parity.weight_transfer``) does the same
-for the CNN pairs, followed by the same kind of forward check.
+first module whose outputs part).
 
 A pair with :class:`parity.model_zoo.Switch` es is verified both ways on
 the pair's own input size: with the switches the forward check must pass;
@@ -57,56 +55,14 @@ def verification_shapes(spec: Any) -> List[Tuple[int, int, int, int]]:
     return [(1, 3, height, width) for width, height in sizes]
 
 
-def _generic_transfer():
-    try:
-        from parity.transfer import transfer_weights
-    except ImportError:
-        return None
-    return transfer_weights
-
-
-def _fill_by_execution_order(torch_model: Any, paddle_model: Any, shape) -> None:
-    """The zoo's execution-order pairing, applied in place (the fallback while parity.transfer is missing)."""
-    from parity.weight_transfer import (_join, _local_map, _paddle_kind, _torch_modules, _torch_own_tensors,
-                                        pair_layers_by_execution_order)
-
-    pairs = pair_layers_by_execution_order(torch_model, paddle_model, shape)
-    modules = dict(_torch_modules(torch_model))
-    torch_state = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
-    paddle_layers = dict(paddle_model.named_sublayers(include_self=True))
-    new_state: Dict[str, np.ndarray] = {}
-    for pair in pairs:
-        own = _torch_own_tensors(modules[pair.torch_path])
-        linear = _paddle_kind(paddle_layers[pair.paddle_path]) == "linear"
-        for t_local, p_local in _local_map(own).items():
-            value = torch_state[_join(pair.torch_path, t_local)]
-            if linear and t_local == "weight":
-                value = np.ascontiguousarray(value.T)
-            new_state[_join(pair.paddle_path, p_local)] = value
-    expected = paddle_model.state_dict()
-    missing = sorted(set(expected) - set(new_state))
-    if missing:
-        from parity.weight_transfer import TransferError
-
-        raise TransferError(f"execution-order pairing leaves Paddle tensors without a source: {', '.join(missing[:6])}")
-    paddle_model.set_state_dict({k: v.astype(str(expected[k].dtype).split(".")[-1]) for k, v in new_state.items()})
-
-
 def _transfer_and_check(spec: Any, torch_model: Any, paddle_model: Any, x: List[np.ndarray]) -> str:
     """Fill ``paddle_model`` from ``torch_model`` and forward-check on every input of ``x``; a one-line summary."""
-    transfer_weights = _generic_transfer()
-    if transfer_weights is not None:
-        pairing = transfer_weights(torch_model, paddle_model, x, direction="torch_to_paddle")
-        checks = "; ".join(f"input {tuple(c.input_shape)}: max|Δ| {c.max_abs_diff:.3g} <= bound {c.bound:.3g} "
-                           f"({c.relative:.2g} of max|torch output| {c.reference_max_abs:.3g})"
-                           for c in getattr(pairing, "checks", ()))
-        return (f"{spec.name}: {len(pairing)} tensors transferred ({pairing.rule} pairing), outputs agree"
-                + (f", {checks}" if checks else ""))
-    from parity.weight_transfer import check_logits
+    from parity.transfer import transfer_weights
 
-    _fill_by_execution_order(torch_model, paddle_model, tuple(x[0].shape))
-    return "; ".join(check_logits(torch_model, paddle_model, one, spec.name, rule="execution_order").summary()
-                     for one in x)
+    pairing = transfer_weights(torch_model, paddle_model, x, direction="torch_to_paddle")
+    checks = "; ".join(f"input {tuple(c.input_shape)}: max|Δ| {c.max_abs_diff:.3g} <= bound {c.bound:.3g} "
+                       f"({c.relative:.2g} of max|torch output| {c.reference_max_abs:.3g})" for c in pairing.checks)
+    return f"{spec.name}: {len(pairing)} tensors transferred ({pairing.rule} pairing), outputs agree, {checks}"
 
 
 def _to_numpy_state(paddle_model: Any) -> Dict[str, np.ndarray]:
@@ -149,7 +105,3 @@ def transfer_pair(spec: Any, torch_state: Mapping[str, Any]) -> HubTransfer:
     if spec.switches:
         switch_check = SwitchCheck(tuple((s.name, s.reason) for s in spec.switches), tuple(without), summary)
     return HubTransfer(_to_numpy_state(paddle_model), summary, switch_check)
-
-
-def describe_switches(checks: List[SwitchCheck]) -> str:
-    return " ".join(check.sentence() for check in checks)
