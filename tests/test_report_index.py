@@ -120,3 +120,19 @@ def test_a_run_written_under_reports_refreshes_the_index(tmp_path, monkeypatch, 
     assert "[float32 quick](quick/parity.md)" in index and "**1/1 cases passed**" in index
     assert "an older index" not in index
     assert "[index of every report](../README.md)" in (out / "parity.md").read_text(encoding="utf-8")
+
+
+def test_the_committed_index_lists_every_committed_run_and_its_links_land():
+    from parity.report_check import check_markdown
+
+    reports = Path(__file__).resolve().parent.parent / "reports"
+    index = reports / "README.md"
+    if not index.is_file():
+        pytest.skip("no committed index")
+    text = index.read_text(encoding="utf-8")
+    assert not check_markdown(index, style=False)
+    for run in reports.rglob("parity.json"):
+        if "stages" in run.relative_to(reports).parts:
+            continue
+        link = f"]({run.parent.relative_to(reports).as_posix()}/parity.md)".replace("](./", "](")
+        assert text.count(link) == 1, link
