@@ -543,6 +543,13 @@ def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:
 
     provenance["project"] = project_state()
     results = {"provenance": provenance, "summary": summarize(records), "cases": records}
+    # what moved since the run this one replaces (same profile and dtype), before it is overwritten
+    from parity.report_first_screen import compare_with_previous
+
+    with contextlib.suppress(OSError, ValueError):
+        previous_run = compare_with_previous(json.loads((out / "parity.json").read_text(encoding="utf-8")), results)
+        if previous_run is not None:
+            results["previous_run"] = previous_run
     try:
         write_diff_images(results, out)  # one |Δ| scale for the whole report, recorded in results
         texts = render_all(results, out, siblings=sibling_reports(out, _reports_root(out)))

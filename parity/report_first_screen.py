@@ -14,7 +14,7 @@ from parity.report_cases import _case_id, _comparable, _p999
 from parity.report_format import _cell, _code, _drop_empty_columns, _Links, _of_bound, _sci, _table
 from parity.report_verdict import _EMOJI, case_status
 
-__all__ = ["margin", "worst_lines", "where_not_lines", "computed_at_line"]
+__all__ = ["margin", "worst_lines", "where_not_lines", "computed_at_line", "compare_with_previous", "moved_lines"]
 
 # How many cases the "closest to the bound" table names.
 WORST_COUNT = 5
@@ -99,3 +99,67 @@ def computed_at_line(results: Mapping, link: bool = True) -> str:
         text = "Computed at an unknown commit"
     date = str(prov.get("date") or "")[:10]
     return text + (f" on {date}" if date else "") + (" · [provenance](#provenance)" if link else "")
+
+
+# A case "moved" when its margin to the bound changed by more than this factor, either way.
+MOVED_FACTOR = 2.0
+# Margins below this (identical maps give 0) are taken as this, so 0 -> 1e-7 is not "infinitely" moved.
+_MARGIN_FLOOR = 1e-3
+
+
+def compare_with_previous(previous: Optional[Mapping], results: Mapping) -> Optional[Dict]:
+    """What moved since ``previous`` (the last run of the same profile and dtype): cases whose status changed
+    or whose margin changed by more than ``MOVED_FACTOR``; None when there is no comparable previous run."""
+    if not isinstance(previous, Mapping):
+        return None
+    old_prov, new_prov = previous.get("provenance") or {}, results.get("provenance") or {}
+    if any(old_prov.get(key) != new_prov.get(key) for key in ("profile", "dtype")):
+        return None
+    before = {_case_id(c): c for c in previous.get("cases") or []}
+    moved, compared = [], 0
+    for case in results.get("cases") or []:
+        old = before.get(_case_id(case))
+        if old is None:
+            continue
+        compared += 1
+        old_margin, new_margin = margin(old), margin(case)
+        status_changed = case_status(old) != case_status(case)
+        ratio = None
+        if old_margin is not None and new_margin is not None:
+            low, high = sorted((max(old_margin, _MARGIN_FLOOR), max(new_margin, _MARGIN_FLOOR)))
+            ratio = high / low
+        if status_changed or (ratio is not None and ratio > MOVED_FACTOR):
+            moved.append({"id": _case_id(case), "before": old_margin, "after": new_margin,
+                          "status_before": case_status(old), "status_after": case_status(case)})
+    project = old_prov.get("project") if isinstance(old_prov.get("project"), Mapping) else {}
+    return {"commit": (project or {}).get("commit"), "date": old_prov.get("date"), "compared": compared,
+            "moved": moved}
+
+
+def _share(value: Optional[float]) -> str:
+    return "—" if value is None else _of_bound({"cam_max_abs_diff": value, "tolerance": 1.0})
+
+
+def moved_lines(results: Mapping, links: _Links, count: int = 8) -> List[str]:
+    """One line on what moved since the previous run of this profile (``results["previous_run"]``)."""
+    previous = results.get("previous_run")
+    if not isinstance(previous, Mapping):
+        return []
+    where = f"commit {_code(str(previous['commit'])[:12])}" if previous.get("commit") else "an unknown commit"
+    when = f", {str(previous['date'])[:10]}" if previous.get("date") else ""
+    moved = list(previous.get("moved") or [])
+    head = f"Since the previous run of this profile ({where}{when})"
+    if not moved:
+        return [f"{head}: no case of {previous.get('compared', 0)} changed status or moved more than "
+                f"{MOVED_FACTOR:g}× in margin.", ""]
+    by_id = {_case_id(c): c for c in results.get("cases") or []}
+    named = []
+    for item in moved[:count]:
+        text = f"{_code(item['id'])} {_share(item['before'])} → {_share(item['after'])}"
+        if item["status_before"] != item["status_after"]:
+            text += f" ({item['status_before']} → {item['status_after']})"
+        case = by_id.get(item["id"])
+        named.append(links.case(case, text) if case is not None else text)
+    more = f", and {len(moved) - count} more" if len(moved) > count else ""
+    return [f"{head}, {len(moved)} of {previous.get('compared', 0)} cases moved (status, or margin more than "
+            f"{MOVED_FACTOR:g}×): " + ", ".join(named) + more + ".", ""]

@@ -9,7 +9,7 @@ from parity.report_cases import _in_order, _ordered_cases, _setups
 from parity.report_format import (
     HTML_NAME, REPORT_NAME, TITLE, _cell, _heading_anchor, _Images, _keep_together, _Links, _setup_anchor,
 )
-from parity.report_first_screen import computed_at_line, where_not_lines, worst_lines
+from parity.report_first_screen import computed_at_line, moved_lines, where_not_lines, worst_lines
 from parity.report_provenance import _fallback_lines, _provenance_lines
 from parity.report_case import _case_lines, _failure_lines
 from parity.report_tables import (
@@ -33,6 +33,7 @@ def _first_screen(results: Mapping, cases: Sequence[Mapping], links: _Links) -> 
     lines += _fallback_lines(results)
     lines += where_not_lines(cases, links)
     lines += worst_lines(cases, links, results.get("diff_images"))
+    lines += moved_lines(results, links)
     lines += _matrix_lines(cases, links) + [""]
     return lines
 

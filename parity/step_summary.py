@@ -20,7 +20,7 @@ from typing import List, Mapping, Optional, Sequence
 from parity.report_cases import _case_id, _ordered_cases
 from parity.report_format import _fenced, _Links
 from parity.report_provenance import _fallback_lines, _provenance_lines
-from parity.report_first_screen import computed_at_line, where_not_lines, worst_lines
+from parity.report_first_screen import computed_at_line, moved_lines, where_not_lines, worst_lines
 from parity.report_tables import _architecture_lines, _matrix_lines, _metrics_lines
 from parity.report_markdown import _title
 from parity.report_verdict import _EMOJI, case_status, verdict_line
@@ -87,6 +87,7 @@ def render_step_summary(results: Mapping, artifact_url: Optional[str] = None,
     head += [computed_at_line(results, link=False), ""]
     head += where_not_lines(cases, links)
     head += worst_lines(cases, links, results.get("diff_images"))
+    head += moved_lines(results, links)
     sections: List[List[Block]] = [
         [_matrix_lines(cases, links) + [""]],
         [_architecture_lines(cases)] if _architecture_lines(cases) else [],

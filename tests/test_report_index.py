@@ -136,3 +136,37 @@ def test_the_committed_index_lists_every_committed_run_and_its_links_land():
             continue
         link = f"]({run.parent.relative_to(reports).as_posix()}/parity.md)".replace("](./", "](")
         assert text.count(link) == 1, link
+
+
+def _case(case_id, diff, passed=True):
+    return {"id": case_id, "method": "gradcam", "smooth": "no_smooth", "passed": passed, "error": None,
+            "vacuous": None, "message": "m", "tolerance": 1e-4, "cam_max_abs_diff": diff}
+
+
+def test_what_moved_since_the_previous_run_of_the_profile():
+    from parity.report_first_screen import compare_with_previous
+
+    prov = {"profile": "quick", "dtype": "float32", "project": {"commit": "b" * 40}, "date": "2026-12-01T00:00:00"}
+    previous = {"provenance": prov, "cases": [_case("a", 1e-6), _case("b", 1e-6), _case("c", 1e-6), _case("d", 0.0)]}
+    now = {"provenance": dict(prov, project={"commit": "c" * 40}),
+           "cases": [_case("a", 1.9e-6), _case("b", 4e-6), _case("c", 2e-4, passed=False), _case("d", 1e-8),
+                     _case("new", 1e-6)]}
+    moved = compare_with_previous(previous, now)
+    assert moved["commit"] == "b" * 40 and moved["compared"] == 4
+    assert [m["id"] for m in moved["moved"]] == ["b", "c"]  # a: 1.9x; d: 0 -> 1e-8, both below the floor
+    assert moved["moved"][1]["status_after"] == "failed"
+    assert compare_with_previous(dict(previous, provenance=dict(prov, profile="zoo")), now) is None
+    assert compare_with_previous(None, now) is None
+
+
+def test_a_rerun_of_a_profile_says_what_moved(tmp_path, capsys):
+    from parity import cli
+
+    out = tmp_path / "run"
+    assert cli.write_results(out, {"profile": "quick", "dtype": "float32"}, [_case("a", 1e-6), _case("b", 1e-6)]) == 0
+    assert "Since the previous run" not in (out / "parity.md").read_text(encoding="utf-8")
+    assert cli.write_results(out, {"profile": "quick", "dtype": "float32"}, [_case("a", 1e-6), _case("b", 9e-6)]) == 0
+    first_screen = (out / "parity.md").read_text(encoding="utf-8").split("**Contents:**", 1)[0]
+    assert "1 of 2 cases moved" in first_screen and "`b` 1.0% → 9.0%" in first_screen
+    saved = json.loads((out / "parity.json").read_text(encoding="utf-8"))
+    assert [m["id"] for m in saved["previous_run"]["moved"]] == ["b"]
