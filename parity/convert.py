@@ -14,7 +14,9 @@ is named.  The pairing and the forward check are those of
 ``parity.transfer_weights``, which moves weights between any torch model
 and its Paddle twin (timm <-> PaddleClas included) in memory.  The input is read with ``torch.load(weights_only=True)``, so a
 pickle that would run code is refused.  OUT is written atomically (with
-``OUT.sha256`` beside it): on any error nothing is written there.  Problems
+``OUT.sha256`` beside it) and followed by ``OUT.map.tsv``, the reviewable
+map of which torch tensor became which Paddle tensor (transposed or not): on
+any error nothing is written there.  Problems
 are one line on stderr and exit status 2.
 """
 from __future__ import annotations
@@ -70,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _save_map(arch_name: str, written: Path) -> Path:
+    """The reviewable map of the conversion (``OUT.map.tsv``, as ``parity.transfer_weights`` writes one)."""
+    from parity.transfer import MapEntry, TransferMap
+    from parity.weight_transfer import transfer_plan
+
+    plan = transfer_plan(arch_name)
+    entries = tuple(MapEntry(t, p, p in plan.transposed) for t, p in plan.name_map.items())
+    transfer_map = TransferMap("torch_to_paddle", plan.rule, entries,
+                               {t: plan.torch_shapes[t] for t in plan.name_map},
+                               {p: plan.paddle_shapes[p] for p in plan.name_map.values()})
+    return transfer_map.save(written.with_suffix(".map.tsv"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Convert, verify and write; a problem is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
@@ -90,10 +105,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             written, check = convert_file_checked(source, target, args.arch)
         except OSError as error:  # reading is checked in weights.py; this is the writing side
             raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+        map_path = _save_map(args.arch, written)
         count = len(load_paddle_state_dict(written))
         print(f"converted {count} tensors ({args.arch}, {check.rule} rule): {source} -> {written}")
         print(f"verified: {check.summary()}")
         print(f"sha256 {sha256_of(written)}  {written}")
+        print(f"map of the tensors (torch key, paddle key, transposed): {map_path}")
     return 0
 
 

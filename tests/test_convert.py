@@ -110,6 +110,20 @@ def test_cli_converts_and_reports(converted, torch_state):
     assert out.with_name(out.name + ".sha256").read_text().split()[0] == sha256_of(out)
 
 
+def test_the_map_of_the_conversion_is_written_beside_it(converted, torch_state):
+    from parity.transfer import MapEntry, TransferMap
+
+    result, out = converted
+    map_path = out.with_suffix(".map.tsv")
+    assert f"map of the tensors (torch key, paddle key, transposed): {map_path}" in result.stdout
+    loaded = TransferMap.load(map_path)
+    assert loaded.direction == "torch_to_paddle" and loaded.rule == "name"
+    assert MapEntry("fc.weight", "fc.weight", True) in loaded.entries
+    assert MapEntry("bn1.running_var", "bn1._variance", False) in loaded.entries
+    assert {entry.source for entry in loaded} == {k for k in torch_state if not k.endswith("num_batches_tracked")}
+    assert loaded.transposed == ["fc.weight"]
+
+
 def test_keys_renamed_fc_transposed_num_batches_tracked_dropped(converted, torch_state):
     from parity.weights import load_paddle_state_dict
 
