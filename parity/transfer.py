@@ -33,7 +33,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,7 +46,6 @@ from parity.weight_transfer import (
     TransferError,
     TransferRefused,
     converted_value,
-    diagnose_first_divergence,
     forward_check,
     pair_models,
 )
