@@ -354,3 +354,17 @@ def test_paddle_pretrained_weights_offline_is_one_line(tmp_path, small_image):
     assert_one_line_error(run_cam("--weights", "paddle", "--image-path", small_image, "--output-dir", out),
                           "--weights paddle", "cannot be reached", ".pdparams")
     assert not out.exists()
+
+
+def test_a_paddleclas_model_by_name(tmp_path, small_image):
+    if importlib.util.find_spec("paddleclas") is None:
+        pytest.skip("PaddleClas is not installed")
+    out = tmp_path / "out"
+    result = run_cam("--model", "PPLCNet_x0_25", "--image-path", small_image, "--method", "layercam",
+                     "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nor PaddleClas's construction notices
+    cam = np.load(out / "layercam_cam.npy")
+    assert cam.shape == (64, 64) and cam.max() > 0
+    listed = run_cam("--model", "PPLCNet_x0_25", "--list-layers")
+    assert listed.returncode == 0 and "blocks6" in listed.stdout.split(), listed.stderr
