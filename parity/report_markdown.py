@@ -16,10 +16,11 @@ from parity.report_tables import (
     _ablation_lines, _architecture_lines, _matrix_lines, _methods_lines, _metrics_lines, _scale_info, _scale_lines,
     _siblings_line,
 )
+from parity.report_verdict import case_status, verdict_line
 
-# A metrics table longer than this is folded: the first screen already names what matters.
-_FOLD_METRICS_ROWS = 40
-from parity.report_verdict import verdict_line
+# A metrics table longer than this is folded: the first screen already names what matters, and a
+# report stays within about ten printed pages.
+_FOLD_METRICS_ROWS = 24
 
 def _title(results: Mapping) -> str:
     prov = results.get("provenance") or {}
@@ -36,6 +37,13 @@ def _first_screen(results: Mapping, cases: Sequence[Mapping], links: _Links) -> 
     lines += moved_lines(results, links)
     lines += _matrix_lines(cases, links) + [""]
     return lines
+
+
+def _setup_counts(cases: Sequence[Mapping]) -> str:
+    """``8 cases: 6 passed, 2 vacuous``."""
+    statuses = [case_status(c) for c in cases]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+    return f"{len(cases)} case{'s' if len(cases) != 1 else ''}: {counts}"
 
 
 def _metrics_section(results: Mapping, cases: Sequence[Mapping], links: _Links) -> List[str]:
@@ -90,12 +98,16 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
              "its pictures and every stage compared.", ""]
     for setup in setups:
         level = "###"
+        of_setup = [case for case in cases if (case.get("setup") or "") == setup]
         if not one_setup:
-            body += [f"### {_heading_anchor(_setup_anchor(setup))}Setup {_cell(setup or '(default)')}", ""]
+            # one folded line per setup: its counts; its cases, each folded too, inside
+            body += [f"### {_heading_anchor(_setup_anchor(setup))}Setup {_cell(setup or '(default)')}", "",
+                     f"<details><summary>{_setup_counts(of_setup)}</summary>", ""]
             level = "####"
-        for case in cases:
-            if (case.get("setup") or "") == setup:
-                body += _case_lines(case, img, scale, level, results.get("provenance"))
+        for case in of_setup:
+            body += _case_lines(case, img, scale, level, results.get("provenance"))
+        if not one_setup:
+            body += ["</details>", ""]
 
     lines = _first_screen(results, cases, links)
     lines += [_contents_line(sections), ""]

@@ -224,7 +224,10 @@ def _ablation_lines(by_key: Mapping, setup: str, img: _Images, scale: Optional[M
         rows["PyTorch"].append(img(files["torch_cam_jpg"], f"PyTorch ablationcam {mode}", GALLERY_WIDTH))
         rows["\\|Δ\\|"].append(img(files["diff_jpg"], f"absolute difference ablationcam {mode}", GALLERY_WIDTH))
         rows["max\\|Δ\\|"].append(_diff_note(case, scale))
-    return lines + _table([""] + modes, [[name] + cells for name, cells in rows.items()])
+    # folded: the same pictures as the cases', side by side across the modes
+    return lines + [f"<details><summary>Paddle, PyTorch and |Δ| of AblationCAM in each of its {len(modes)} "
+                    "modes</summary>", ""] + _table([""] + modes, [[name] + cells for name, cells in rows.items()]) \
+        + ["", "</details>"]
 
 
 def _methods_lines(by_key: Mapping, setup: str, methods: Sequence[str], img: _Images,
