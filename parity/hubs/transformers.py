@@ -2,8 +2,8 @@
 
 Target layers follow upstream's documentation: a ViT/DeiT is explained at
 its last block's ``norm1`` (the class token reaches the head through the
-attention after it), a Swin at its last block's ``norm1``, a ConvNeXt at its
-last stage, on each side.  Reshape transforms are "auto"
+attention after it), a Swin at its last block's ``norm1``; a ConvNeXt, which
+upstream does not cover, at its last block's LayerNorm (see its note).  Reshape transforms are "auto"
 (``parity.hubs.reshape``): the two sides may hand out different layouts for
 the same tensor (timm's Swin blocks (B, H, W, C), PaddleClas's (B, L, C)),
 and both come to the same (B, C, H, W).
@@ -88,10 +88,13 @@ ENTRIES = (
     ),
     _transformer(
         "convnext_tiny", "convnext", "convnext_tiny", "ConvNeXt_tiny",
-        "stages[-1]", "stages[-1]",
+        "stages[-1].blocks[-1].norm", "stages[-1][-1].norm",
         "ConvNeXt-T: timm's convnext_tiny and PaddleClas's ConvNeXt_tiny; the downsampling layers sit in "
-        "timm's stages (stem, stages.N.downsample) and in PaddleClas's downsample_layers; layer-scale gammas "
-        "(1e-6 at init) seeded. Channels-first maps on both sides: no reshape transform",
-        torch_reshape="", paddle_reshape="",
+        "timm's stages (stem, stages.N.downsample) and in PaddleClas's downsample_layers, paired by execution "
+        "order; layer-scale gammas (1e-6 at init) seeded. Target: the last block's LayerNorm, channels-last "
+        "(B, 7, 7, 768) on both sides. The CNN habit, the last stage's output, feeds the head through a global "
+        "average pool, so its gradient is the same at every position; on the seeded weights and both.png the "
+        "positive-gradient sums of GradCAM++ and LayerCAM are then negative everywhere and both CAMs are flat "
+        "(nothing compared)",
     ),
 )
