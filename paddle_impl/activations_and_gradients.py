@@ -48,19 +48,21 @@ target layer, or a chain of them, both orders are the same list.
 as live graph tensors and gets their gradients from
 ``paddle.grad(..., create_graph=True)``, so that a second derivative can be
 taken; ``second_order_graph`` makes a model's forward pass
-double-differentiable in Paddle 3.3.1 (flatten, inference BatchNorm and
-LayerNorm have no second derivative there) without changing its numbers on
-the CPU.
+double-differentiable in Paddle 3.3.1 (flatten, inference BatchNorm,
+LayerNorm, GELU, softmax and a partly frozen concat have no second
+derivative there) without changing its forward values on the CPU.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import paddle
 from paddle import _C_ops
+from paddle.autograd import PyLayer
 
 __all__ = ["ActivationsAndGradients", "frozen_parameters", "layer_norm_input_gradients", "second_order_graph"]
 
@@ -258,12 +260,136 @@ def _layer_norm_as_ops(kernel: Callable) -> Callable:
     return layer_norm
 
 
+def _gelu_derivative(x: paddle.Tensor, tanh_form: bool) -> paddle.Tensor:
+    """d gelu / dx written with ops that can be differentiated once more (``erf``, ``exp``, ``tanh``)."""
+    if tanh_form:
+        # gelu(x) = x / 2 * (1 + tanh(k (x + c x^3))), Paddle's and torch's constants
+        k, c = math.sqrt(2.0 / math.pi), 0.044715
+        t = paddle.tanh(k * (x + c * x * x * x))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x * x)
+    cdf = 0.5 * (1.0 + paddle.erf(x * (1.0 / math.sqrt(2.0))))
+    pdf = paddle.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+    return cdf + x * pdf
+
+
+class _GeluWithSecondDerivative(PyLayer):
+    """Paddle's gelu kernel forward (its values, bit for bit); a backward built of differentiable ops.
+
+    Paddle 3.3.1's ``gelu_grad`` (and ``erf_grad``) have no grad op; a
+    PyLayer's backward, run with ``create_graph=True``, is recorded like any
+    other ops, so it can be differentiated again.
+    """
+
+    @staticmethod
+    def forward(ctx, x, tanh_form, run_kernel):
+        ctx.save_for_backward(x)
+        ctx.tanh_form = tanh_form
+        return run_kernel(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensor()
+        return grad * _gelu_derivative(x, ctx.tanh_form)
+
+
+class _SoftmaxWithSecondDerivative(PyLayer):
+    """Paddle's softmax kernel forward; backward ``y * (g - sum(g * y))`` with ``y`` recomputed from differentiable ops."""
+
+    @staticmethod
+    def forward(ctx, x, axis, run_kernel):
+        ctx.save_for_backward(x)
+        ctx.axis = axis
+        return run_kernel(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensor()
+        # softmax does not change when its input is shifted: the max only keeps exp in range
+        shifted = paddle.exp(x - paddle.max(x, axis=ctx.axis, keepdim=True).detach())
+        y = shifted / shifted.sum(axis=ctx.axis, keepdim=True)
+        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdim=True))
+
+
+def _input_and_rerun(args: tuple, kwargs: dict):
+    """The op's input tensor and a function running the same kernel call on another tensor in its place."""
+    if args:
+        return args[0], lambda kernel, tensor: kernel(tensor, *args[1:], **kwargs)
+    for name in ("x", "input"):
+        if name in kwargs:
+            return kwargs[name], lambda kernel, tensor: kernel(**{**kwargs, name: tensor})
+    return None, None
+
+
+def _argument(args: tuple, kwargs: dict, position: int, name: str, default):
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _gelu_with_second_derivative(kernel: Callable) -> Callable:
+    """``_C_ops.gelu`` that can be differentiated twice, with the kernel's forward values."""
+
+    def gelu(*args, **kwargs):
+        x, rerun = _input_and_rerun(args, kwargs)
+        if x is None or x.stop_gradient or kwargs.get("out") is not None:
+            return kernel(*args, **kwargs)
+        approximate = _argument(args, kwargs, 1, "approximate", False)
+        tanh_form = approximate is True or approximate == "tanh"
+        return _GeluWithSecondDerivative.apply(x, tanh_form, functools.partial(rerun, kernel))
+
+    return gelu
+
+
+def _softmax_with_second_derivative(kernel: Callable) -> Callable:
+    """``_C_ops.softmax`` that can be differentiated twice, with the kernel's forward values."""
+
+    def softmax(*args, **kwargs):
+        x, rerun = _input_and_rerun(args, kwargs)
+        if x is None or x.stop_gradient or kwargs.get("out") is not None:
+            return kernel(*args, **kwargs)
+        axis = int(_argument(args, kwargs, 1, "axis", -1))
+        return _SoftmaxWithSecondDerivative.apply(x, axis, functools.partial(rerun, kernel))
+
+    return softmax
+
+
+def _concat_with_second_derivative(kernel: Callable) -> Callable:
+    """``_C_ops.concat`` whose double grad works when only some of its inputs need a gradient.
+
+    Paddle 3.3.1's concat double grad fails ("Unable to fill empty grad
+    inputs due to empty GradSlotMeta") when an input is ``stop_gradient``,
+    as a ViT's frozen class token is when concatenated with the patch
+    tokens.  Such an input is passed as a throwaway alias that needs a
+    gradient (the same memory, a fresh leaf nobody reads), so every slot is
+    filled; the values and the other inputs' gradients are unchanged.
+    """
+
+    def concat(*args, **kwargs):
+        tensors = _argument(args, kwargs, 0, "x", None)
+        if (
+            not isinstance(tensors, (list, tuple))
+            or kwargs.get("out") is not None
+            or all(t.stop_gradient for t in tensors)
+            or not any(t.stop_gradient for t in tensors)
+        ):
+            return kernel(*args, **kwargs)
+        aliases = []
+        for tensor in tensors:
+            if tensor.stop_gradient:
+                tensor = tensor.detach()
+                tensor.stop_gradient = False
+            aliases.append(tensor)
+        if args:
+            return kernel(aliases, *args[1:], **kwargs)
+        return kernel(**{**kwargs, "x": aliases})
+
+    return concat
+
+
 @contextlib.contextmanager
 def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
     """Make ``model``'s forward pass differentiable twice, with the same forward values.
 
-    Paddle 3.3.1 cannot take a second derivative through two things every
-    ResNet uses:
+    Paddle 3.3.1 cannot take a second derivative through these (the first
+    two are in every ResNet):
 
     * ``flatten`` (``flatten_grad`` has no grad op): for the duration,
       ``paddle.flatten`` and ``Tensor.flatten`` are routed through
@@ -280,7 +406,23 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
       the elementwise ops of ``_layer_norm_as_ops``, which give the CPU
       kernel's values bit for bit.  The ops take a frozen weight as a
       constant, so ``layer_norm_input_gradients``' alias is not needed on
-      this path.  A model without LayerNorm runs exactly the same ops.
+      this path;
+    * GELU and softmax (``gelu_grad``, ``erf_grad`` and ``softmax_grad``
+      have no grad op): ``_C_ops.gelu`` and ``_C_ops.softmax`` (the route of
+      ``nn.GELU``, ``F.gelu``, ``nn.Softmax`` and ``F.softmax``) keep their
+      kernels' forward values and get a backward written with
+      differentiable ops (``_GeluWithSecondDerivative``,
+      ``_SoftmaxWithSecondDerivative``);
+    * ``concat`` of tensors only some of which need a gradient (a ViT's
+      frozen class token and its patch tokens): the double grad fails on the
+      empty slot, so ``_concat_with_second_derivative`` passes such inputs
+      as throwaway aliases that need one.
+
+    Each replacement runs the original kernel when nothing of its call needs
+    a gradient, and a model without these ops runs exactly the same ops
+    (ResNet50's numbers are unchanged).  Still without a second derivative
+    in Paddle 3.3.1, and not handled here: hard-swish, hard-sigmoid,
+    max-pooling and bilinear interpolation after the target layer.
 
     Everything is restored on exit, also on error.
     """
@@ -294,15 +436,22 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
     ]
     saved_forwards = [layer.__dict__.get("forward") for layer in norms]
     saved_flatten, saved_tensor_flatten = paddle.flatten, paddle.Tensor.flatten
-    saved_layer_norm = _C_ops.layer_norm
+    saved_layer_norm, saved_gelu, saved_softmax = _C_ops.layer_norm, _C_ops.gelu, _C_ops.softmax
+    saved_concat = _C_ops.concat
     try:
         for layer in norms:
             layer.forward = _inference_batch_norm_as_ops(layer)
         paddle.flatten = _flatten_by_reshape
         paddle.Tensor.flatten = _flatten_by_reshape
         _C_ops.layer_norm = _layer_norm_as_ops(saved_layer_norm)
+        _C_ops.gelu = _gelu_with_second_derivative(saved_gelu)
+        _C_ops.softmax = _softmax_with_second_derivative(saved_softmax)
+        _C_ops.concat = _concat_with_second_derivative(saved_concat)
         yield
     finally:
+        _C_ops.concat = saved_concat
+        _C_ops.softmax = saved_softmax
+        _C_ops.gelu = saved_gelu
         _C_ops.layer_norm = saved_layer_norm
         paddle.flatten = saved_flatten
         paddle.Tensor.flatten = saved_tensor_flatten

@@ -16,12 +16,13 @@ kernel's order.  These tests check:
 * ShapleyCAM on a small LayerNorm model pair equals upstream's within the
   registry's shapleycam bound, with its Hessian term large enough to matter.
 
-The tiny ViT of ``test_frozen_gradients.py`` cannot be reused for ShapleyCAM:
-its GELU and softmax attention have no second derivative in Paddle 3.3.1
-either (``gelu_grad`` / ``softmax_grad`` have no grad op).  The pair here is
-a small ConvNeXt-like network with SiLU instead; it uses both LayerNorm
-routes (``F.layer_norm`` over channels, ``nn.LayerNorm`` over the head's
-features and over a whole (C, H, W) map).
+The first pair is a small ConvNeXt-like network with SiLU; it uses both
+LayerNorm routes (``F.layer_norm`` over channels, ``nn.LayerNorm`` over the
+head's features and over a whole (C, H, W) map).  A transformer needs more:
+GELU and softmax have no second derivative in Paddle 3.3.1 either, and the
+double grad of a ``concat`` with a frozen input (the class token) fails;
+``second_order_graph`` handles those too, checked op by op against torch and
+with ShapleyCAM on the tiny ViT of ``test_frozen_gradients.py``.
 """
 from __future__ import annotations
 
@@ -40,10 +41,13 @@ from paddle_impl.activations_and_gradients import frozen_parameters, second_orde
 from paddle_impl.utils.model_targets import ClassifierOutputTarget as PaddleClassifierOutputTarget
 from parity.registry import METHODS
 from test_frozen_gradients import (
+    VIT_GRID,
+    VIT_PATCH,
     PaddleChannelsFirstLayerNorm,
     TorchChannelsFirstLayerNorm,
     _assign,
     _noise,
+    _tiny_vit_pair,
 )
 
 DTYPES = ("float32", "float64")
@@ -400,3 +404,147 @@ def test_shapley_cam_on_the_layer_norm_pair_fails_without_the_layer_norm_route(m
     monkeypatch.setattr(port_aag, "_layer_norm_as_ops", lambda kernel: kernel)
     with pytest.raises(RuntimeError, match="layer_norm_grad doesn't have any grad op"):
         _port_shapley_cam("logit", "float64")
+
+
+# -- GELU, softmax and a partly frozen concat ------------------------------------------------------
+
+
+def _double_grad_of(forward: Callable) -> None:
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 8)).astype("float32"))
+    x.stop_gradient = False
+    y = forward(x)
+    (gradient,) = paddle.grad((y * y).sum(), x, create_graph=True)
+    paddle.grad(gradient.sum(), x)
+
+
+@pytest.mark.parametrize(
+    "name,forward,message",
+    [
+        ("gelu", paddle.nn.functional.gelu, "gelu_grad doesn't have any grad op"),
+        ("softmax", lambda x: paddle.nn.functional.softmax(x, -1), "softmax_grad doesn't have any grad op"),
+        ("concat", lambda x: paddle.concat([paddle.ones([2, 1, 8]), x], axis=1) ** 2, "empty GradSlotMeta"),
+    ],
+    ids=["gelu", "softmax", "concat_with_a_constant"],
+)
+def test_paddle_has_no_second_derivative_of(name, forward, message):
+    with pytest.raises((RuntimeError, SystemError), match=message):
+        _double_grad_of(forward)
+        pytest.fail(f"Paddle now differentiates {name} twice: its route in second_order_graph can go")
+
+
+def _frozen_token_concat(framework):
+    """A constant token joined to ``x`` in front and behind, through a non-linearity, cut back to ``x``'s shape."""
+
+    def forward(x):
+        if framework == "paddle":
+            token = paddle.full([x.shape[0], 1, x.shape[2]], 0.7, dtype=x.dtype)
+            return (paddle.tanh(paddle.concat([token, x], axis=1)) * paddle.concat([x, token], axis=1))[:, 1:]
+        token = torch.full((x.shape[0], 1, x.shape[2]), 0.7, dtype=x.dtype)
+        return (torch.tanh(torch.cat([token, x], dim=1)) * torch.cat([x, token], dim=1))[:, 1:]
+
+    return forward
+
+
+# (name, paddle op, torch op, float32 bound): derivatives relative to their largest element.
+# Measured here (gradient / Hessian-vector product, float32): gelu 1.2e-7 / 1.0e-7, tanh-gelu
+# 8.3e-7 / 2.7e-6 (9.8e-6 on another draw: torch writes its float32 double backward differently),
+# softmax <= 2.2e-7, concat 1.8e-7 / 2.9e-7; float64 all <= 4.3e-15.
+SECOND_ORDER_OPS = [
+    ("gelu", paddle.nn.GELU(), torch.nn.GELU(), 5e-6),
+    ("gelu_tanh", lambda x: paddle.nn.functional.gelu(x, approximate=True),
+     lambda x: torch.nn.functional.gelu(x, approximate="tanh"), 5e-5),
+    ("softmax_last_axis", lambda x: paddle.nn.functional.softmax(x, -1), lambda x: torch.softmax(x, -1), 5e-6),
+    ("softmax_axis_1", paddle.nn.Softmax(axis=1), torch.nn.Softmax(dim=1), 5e-6),
+    ("concat_with_a_frozen_token", _frozen_token_concat("paddle"), _frozen_token_concat("torch"), 5e-6),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "name,paddle_op,torch_op,float32_bound", SECOND_ORDER_OPS, ids=[case[0] for case in SECOND_ORDER_OPS]
+)
+def test_second_order_graph_op_keeps_its_values_and_has_torchs_derivatives(
+    name, paddle_op, torch_op, float32_bound, dtype
+):
+    rng = np.random.default_rng(21)
+    x, upstream, direction = (_noise(rng, (4, 6, 10), dtype, 2.0) for _ in range(3))
+    kernel_values = paddle_op(paddle.to_tensor(x)).numpy()
+    with second_order_graph(paddle.nn.Layer()):
+        px = paddle.to_tensor(x)
+        px.stop_gradient = False
+        values = paddle_op(px)
+        (gradient,) = paddle.grad((values * paddle.to_tensor(upstream)).sum(), px, create_graph=True)
+        (hvp,) = paddle.grad(gradient, px, grad_outputs=paddle.to_tensor(direction))
+    np.testing.assert_array_equal(values.numpy(), kernel_values)
+    expected_gradient, expected_hvp = _torch_derivatives(torch_op, x, upstream, direction)
+    bound = float32_bound if dtype == "float32" else DERIVATIVE_RTOL["float64"]
+    assert _relative_error(gradient.numpy(), expected_gradient) < bound
+    assert _relative_error(hvp.numpy(), expected_hvp) < bound
+
+
+def test_second_order_graph_restores_gelu_softmax_and_concat():
+    originals = (_C_ops.gelu, _C_ops.softmax, _C_ops.concat)
+    with pytest.raises(RuntimeError, match="inside"):
+        with second_order_graph(paddle.nn.Layer()):
+            assert (_C_ops.gelu, _C_ops.softmax, _C_ops.concat) != originals
+            raise RuntimeError("inside")
+    assert (_C_ops.gelu, _C_ops.softmax, _C_ops.concat) == originals
+
+
+# -- ShapleyCAM on the tiny ViT (LayerNorm, GELU, softmax attention, class token) vs upstream -------
+
+
+def _vit_input(dtype: str) -> np.ndarray:
+    return _noise(np.random.default_rng(3), (2, 3, VIT_GRID * VIT_PATCH, VIT_GRID * VIT_PATCH), dtype, 1.0)
+
+
+def _upstream_vit_cam(method_class_name: str, dtype: str) -> np.ndarray:
+    """Upstream on the patch embedding (a (B, C, H, W) output: upstream's ShapleyCAM cannot reshape tokens).
+
+    Upstream's ``release`` calls ``detach_()`` on the stored gradients, which
+    raises when a gradient is a view, as the one arriving through
+    ``flatten(2)`` here is; out-of-place detached copies are stored before
+    it runs.  The CAM is computed before that and is unaffected.
+    """
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    key = ("vit", method_class_name, "logit", dtype)
+    if key not in _UPSTREAM:
+        _, torch_model = _tiny_vit_pair(dtype)
+        cam = getattr(pytorch_grad_cam, method_class_name)(model=torch_model, target_layers=[torch_model.patch_embed])
+        try:
+            _UPSTREAM[key] = cam(
+                input_tensor=torch.from_numpy(_vit_input(dtype)),
+                targets=[ClassifierOutputTarget(2), ClassifierOutputTarget(4)],
+            )
+        finally:
+            stored = cam.activations_and_grads
+            stored.gradients = [g.detach() for g in stored.gradients]
+            stored.activations = [a.detach() for a in stored.activations]
+            stored.release()
+    return _UPSTREAM[key]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shapley_cam_on_the_tiny_vit_matches_upstream(dtype):
+    expected = _upstream_vit_cam("ShapleyCAM", dtype)
+    assert np.ptp(expected) > 0, "upstream's CAM is flat: the comparison would prove nothing"
+    paddle_model, _ = _tiny_vit_pair(dtype)
+    flags = [p.stop_gradient for p in paddle_model.parameters()]
+    originals = (_C_ops.layer_norm, _C_ops.gelu, _C_ops.softmax, _C_ops.concat)
+    with paddle_impl.ShapleyCAM(model=paddle_model, target_layers=[paddle_model.patch_embed]) as cam:
+        got = cam(
+            input_tensor=paddle.to_tensor(_vit_input(dtype)),
+            targets=[PaddleClassifierOutputTarget(2), PaddleClassifierOutputTarget(4)],
+        )
+    assert (_C_ops.layer_norm, _C_ops.gelu, _C_ops.softmax, _C_ops.concat) == originals
+    assert [p.stop_gradient for p in paddle_model.parameters()] == flags
+    error = float(np.abs(got - expected).max())
+    assert error <= _shapley_tolerance(dtype), f"ShapleyCAM tiny ViT {dtype}: max|Δ| {error:.3g}"
+
+
+def test_the_hessian_term_matters_on_the_tiny_vit():
+    shapley = _upstream_vit_cam("ShapleyCAM", "float64")
+    gradcam = _upstream_vit_cam("GradCAM", "float64")
+    assert float(np.abs(shapley - gradcam).max()) > 1000 * _shapley_tolerance("float64")
