@@ -306,9 +306,6 @@ def _pairing_input(example_input: Optional[np.ndarray], input_shape: Tuple[int, 
 
 def _run_recording_owners(torch_model: Any, paddle_model: Any, x: np.ndarray):
     """Both models once (eval) on ``x``; the layers that own tensors, in the order they first finish running."""
-    import paddle
-    import torch
-
     torch_order: List[Tuple[str, Any]] = []
     paddle_order: List[Tuple[str, Any]] = []
     handles = []
@@ -325,10 +322,8 @@ def _run_recording_owners(torch_model: Any, paddle_model: Any, x: np.ndarray):
                 )
         torch_model.eval()
         paddle_model.eval()
-        with torch.no_grad():
-            torch_model(_torch_input(torch_model, x))
-        with paddle.no_grad():
-            paddle_model(paddle.to_tensor(x))
+        _torch_forward(torch_model, x)
+        _paddle_forward(paddle_model, x)
     finally:
         for handle in handles:
             handle.remove()
@@ -701,18 +696,39 @@ def _torch_input(model: Any, x: np.ndarray):
     return tensor
 
 
+class _ModelFailed(TransferError):
+    """A model raised on the input it was given (a size it cannot run at, a wrong channel count...)."""
+
+
+def _run_model(framework: str, call, x: np.ndarray):
+    try:
+        output = call()
+    except TransferError:
+        raise
+    except Exception as error:  # the model's own error, whatever its type: said in one line
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise _ModelFailed(
+            f"the {framework} model cannot run on the input {tuple(x.shape)} {x.dtype} "
+            f"({type(error).__name__}: {first}); give an input size and dtype both models accept"
+        ) from error
+    tensor = _first_tensor(output)
+    if tensor is None:
+        raise TransferError(f"the {framework} model returned no tensor ({type(output).__name__}), so its output cannot be compared")
+    return tensor
+
+
 def _torch_forward(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return _first_tensor(model(_torch_input(model, x))).detach().cpu().numpy()
+        return _run_model("torch", lambda: model(_torch_input(model, x)), x).detach().cpu().numpy()
 
 
 def _paddle_forward(model: Any, x: np.ndarray) -> np.ndarray:
     import paddle
 
     with paddle.no_grad():
-        return np.asarray(_first_tensor(model(paddle.to_tensor(np.ascontiguousarray(x)))).numpy())
+        return np.asarray(_run_model("paddle", lambda: model(paddle.to_tensor(np.ascontiguousarray(x))), x).numpy())
 
 
 def check_logits(

@@ -487,3 +487,16 @@ def test_fused_activations_that_differ_are_named_with_both_tails():
     error = refusal(torch_model, paddle_model, size=12)
     assert (error.divergence.torch_path, error.divergence.paddle_path) == ("1", "1"), str(error)
     assert "their fused tails differ: torch applies SiLU, paddle act='relu'" in str(error)
+
+
+def test_an_input_size_one_model_cannot_run_at_is_a_one_line_transfer_error():
+    torch.manual_seed(0)
+    torch_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 4)).eval()
+    paddle_model = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(3 * 12 * 12, 4))
+    pairing = transfer_weights(torch_model, paddle_model, inputs(12)[0])
+    assert pairing.transposed == ["1.weight"]
+    with pytest.raises(TransferError) as info:
+        transfer_weights(torch_model, paddle_model, inputs(12, 16))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("the torch model cannot run on the input (1, 3, 16, 16) float32 (RuntimeError: "), message
