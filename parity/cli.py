@@ -360,7 +360,7 @@ def _pair_cases(args, methods, transform):
                         "on each side with --target-layers and --paddle-target-layers")
 
     def setups(method_spec):
-        if method_spec.reruns_network_per_channel and not spec.heavy_methods:
+        if method_spec.reruns_network_per_channel and not spec.heavy_methods or method_spec.name in dict(spec.skip_methods):
             return []
         size = spec.heavy_size if method_spec.reruns_network_per_channel else spec.input_size
         return [Setup(name=spec.name, model=spec.name, size=size)]
@@ -371,6 +371,7 @@ def _pair_cases(args, methods, transform):
 
 def _prepare_weights(args, models: List[str]):
     """Each model's weights pair and identity; the models whose paddle.vision twin differs, and why."""
+    from parity.model_zoo import arch
     from parity.weight_transfer import ArchitecturesDiffer
     from parity.weights import ensure_paddle_weights, hub_transfer_facts, resolve_weights, sha256_of, weights_identity
 
@@ -398,6 +399,9 @@ def _prepare_weights(args, models: List[str]):
         }
         # A hub pair: which two models, the transfer's forward check, and any switch with its proof.
         provenance[model].update(hub_transfer_facts(paddle_weights))
+        skipped = "; ".join(f"{name}: {why}" for name, why in arch(model).skip_methods)
+        if skipped:
+            provenance[model]["not run"] = skipped
     return pairs, provenance, unavailable
 
 

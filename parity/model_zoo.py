@@ -128,6 +128,8 @@ class ArchSpec:
     # network once per channel), and at which (width, height).
     heavy_methods: bool = False
     heavy_size: Optional[Tuple[int, int]] = None
+    # Methods the hubs profile does not run on this pair, each with the reason the report gives.
+    skip_methods: Tuple[Tuple[str, str], ...] = ()
     # The forward check of the weight transfer runs at this (width, height); a model with a fixed
     # token grid (ViT, Swin) needs its own size.  None: the transfer's default (64x64).
     verify_size: Optional[Tuple[int, int]] = None

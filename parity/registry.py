@@ -252,9 +252,40 @@ class Setup:
 
     def describe(self) -> Dict:
         torch_layers, paddle_layers = self.layers()
-        return {"setup": self.name, "model": self.model, "target_layers": {"torch": torch_layers, "paddle": paddle_layers},
-                "batch": self.batch, "size": None if self.size is None else list(self.size),
-                "target_category": self.target_category}
+        described = {"setup": self.name, "model": self.model,
+                     "target_layers": {"torch": torch_layers, "paddle": paddle_layers},
+                     "batch": self.batch, "size": None if self.size is None else list(self.size),
+                     "target_category": self.target_category}
+        # Part of the upstream cache key too: a changed reshape transform must not reuse old torch results.
+        described.update(_reshape_declaration(self.model))
+        return described
+
+
+# The modules whose code a reshape transform declared "auto" runs (parity.hubs.resolve_reshape).
+_AUTO_RESHAPE_MODULES = ("parity.hubs.reshape", "parity.torch_reshape_transforms", "paddle_impl.utils.reshape_transforms")
+
+
+def _reshape_declaration(model: str) -> Dict:
+    """{} for a model without reshape transforms, else what its zoo entry declares on each side and a digest of
+    the code that runs them (the sources of the modules named), so that results made with other code do not match."""
+    import hashlib
+    import importlib.util
+
+    from parity.model_zoo import arch
+
+    spec = arch(model)
+    declared = {"torch": spec.torch_reshape, "paddle": spec.paddle_reshape}
+    if not any(declared.values()):
+        return {}
+    modules = sorted({name for text in declared.values() if text
+                      for name in (_AUTO_RESHAPE_MODULES if text == "auto" else (text.partition(":")[0],))})
+    digest = hashlib.sha256()
+    for name in modules:
+        found = importlib.util.find_spec(name)
+        if found is not None and found.origin:
+            with open(found.origin, "rb") as source:
+                digest.update(name.encode() + b"\0" + source.read())
+    return {"reshape_transform": dict(declared, code=digest.hexdigest()[:16])}
 
 
 def _pixels_scale(size: Optional[Tuple[int, int]]) -> float:
@@ -315,6 +346,8 @@ def _hub_setups(spec: MethodSpec) -> List[Setup]:
     for name, pair in HUB_PAIRS.items():
         if spec.reruns_network_per_channel and not pair.heavy_methods:
             continue  # one ScoreCAM pass reruns the network per channel: small CNNs only
+        if spec.name in dict(pair.skip_methods):
+            continue
         size = pair.heavy_size if spec.reruns_network_per_channel else pair.input_size
         setups.append(Setup(name=name, model=name, size=size, cost_scale=_pixels_scale(size)))
     return setups

@@ -89,6 +89,18 @@ def test_registry_lists_the_cnn_pairs_and_the_hubs_profile():
             assert case.setup.size == spec.input_size
     heavy = {case.setup.model for case in cases if case.spec.reruns_network_per_channel}
     assert "resnet50d" not in heavy and "lcnet_100" in heavy
+    # an entry's skip_methods leave a method out, with the entry's reason
+    assert "hgnetv2_b0/scorecam-no_smooth" in {c.id for c in cases}
+    assert "hgnetv2_b0/ablationcam-no_smooth" not in {c.id for c in cases}
+    assert "1e7" in dict(HUB_PAIRS["hgnetv2_b0"].skip_methods)["ablationcam"]
+
+
+def test_a_reshape_transform_is_part_of_the_setup_and_so_of_the_upstream_cache_key():
+    from parity.registry import Setup
+
+    declared = Setup(name="deit_tiny_patch16_224", model="deit_tiny_patch16_224").describe()["reshape_transform"]
+    assert declared["torch"] == declared["paddle"] == "auto" and len(declared["code"]) == 16
+    assert "reshape_transform" not in Setup(name="lcnet_100", model="lcnet_100").describe()
 
 
 def test_seeded_weights_leave_no_constant_tensor_and_repeat_exactly():
