@@ -226,7 +226,8 @@ def _cell_min_width(cell_html: str, bold: bool) -> float:
     if re.search(r"<img\b(?![^>]*\bwidth=)", cell_html):
         widths.append(224.0)
     for code in re.findall(r"<code>(.*?)</code>", cell_html, flags=re.S):
-        widths += [len(piece) * 8.2 + 11 for piece in re.split(r"\s+", _unescape(code)) if piece]
+        # a line breaks inside code at a space or at a <wbr> (a long path's slashes)
+        widths += [len(piece) * 8.2 + 11 for piece in re.split(r"\s+|<wbr\s*/?>", _unescape(code)) if piece]
     text = re.sub(r"<code>.*?</code>", " ", cell_html, flags=re.S)
     text = re.sub(r"<summary>.*?</summary>", " ", text, flags=re.S)
     text = _unescape(re.sub(r"<[^>]+>", " ", text))

@@ -1,6 +1,7 @@
 """The report's provenance table: where the numbers came from (commit, versions, machine, image, weights)."""
 from __future__ import annotations
 
+import html
 from typing import Callable, Dict, List, Mapping
 
 from parity.provenance import portable_command
@@ -35,6 +36,12 @@ def _weights_by_model(weights: Mapping) -> Dict[str, Dict]:
     return {str(model): dict(info or {}) for model, info in weights.items()}
 
 
+def _path_code(path) -> str:
+    """A path as code that may wrap after each ``/`` and ``-`` (a converted checkpoint's name is 140 characters)."""
+    escaped = html.escape(str(path)).replace("|", "\\|")
+    return "<code>" + escaped.replace("/", "/<wbr>").replace("-", "-<wbr>") + "</code>"
+
+
 def _weights_text(weights: Mapping) -> str:
     models = _weights_by_model(weights)
     parts = []
@@ -46,13 +53,14 @@ def _weights_text(weights: Mapping) -> str:
         lines = [" · ".join(head)]
         for side in ("torch", "paddle"):
             if info.get(f"{side}_path") or info.get(f"{side}_sha256"):
-                line = f"{side}: {_code(info.get(f'{side}_path', '?'))}"
+                line = f"{side}: {_path_code(info.get(f'{side}_path', '?'))}"
                 if info.get(f"{side}_sha256"):
                     line += f"<br>sha256 {_code(info[f'{side}_sha256'])}"
                 lines.append(line)
         for key, value in info.items():
             if key not in _FLAT_WEIGHT_KEYS and value not in (None, ""):
-                lines.append(f"{_cell(key)}: {_cell(value)}")
+                # a hub pair names two long model ids: let it wrap at its separators
+                lines.append(f"{_cell(key)}: " + _cell(value).replace("/", "/<wbr>").replace(":", ":<wbr>"))
         parts.append("<br>".join(lines))
     text = "<br>".join(parts)
     if len(models) > 2:

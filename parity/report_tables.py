@@ -17,6 +17,11 @@ from parity.report_format import (
 from parity.report_verdict import _EMOJI, case_status
 
 
+def _wrappable(name: str) -> str:
+    """A name that may wrap after its underscores and slashes (``swin_tiny_<wbr>patch4_<wbr>window7_<wbr>224``)."""
+    return _cell(name).replace("_", "_<wbr>").replace("/", "/<wbr>")
+
+
 def _bounds_note(cases: Sequence[Mapping]) -> str:
     """``bound 1.00e‑04 (ablationcam 5.00e‑04)``: the final-CAM bound, and the methods with another one."""
     by_bound: Dict[str, List[str]] = {}
@@ -87,7 +92,7 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
         rows = []
         for setup in setups:
             row_cases = [c for c in cases if (c.get("setup") or "") == setup]
-            label = links.anchor(_setup_anchor(setup), _cell(setup or "(default)"))
+            label = links.anchor(_setup_anchor(setup), _wrappable(setup or "(default)"))
             common = _common_divergence(row_cases)
             if common:
                 label += f"<br>{common}"
@@ -277,11 +282,11 @@ def _metrics_lines(cases: Sequence[Mapping], links: _Links, drawn: Optional[Mapp
         if multi and (case.get("setup") or "") != setup:
             setup = case.get("setup") or ""
             # A row that names the setup: a setup column would not fit beside the others.
-            rows.append([f"_{_cell(setup or '(default)')}_"] + [""] * (len(header) - 1))
+            rows.append([f"_{_wrappable(setup or '(default)')}_"] + [""] * (len(header) - 1))
         status = case_status(case)
         first = case.get("first_divergent_stage")
         rows.append([
-            links.case(case, f"{_EMOJI[status]} " + _cell(_short_id(case) if multi else _case_id(case))),
+            links.case(case, f"{_EMOJI[status]} " + _wrappable(_short_id(case) if multi else _case_id(case))),
             _sci(case.get("cam_max_abs_diff")),
             _sci(_p999(case, drawn)),
             "—" if status in ("error", "architectures differ") else _of_bound(case),

@@ -247,7 +247,7 @@ def test_zoo_matrix_is_setup_by_method_with_architectures_differ(tmp_path):
     header = next(line for line in first.splitlines() if line.startswith("| setup |"))
     assert header.count("|") == len(SEED) + 2
     assert "eigen\u00adgrad\u00adcam" in header  # may wrap between its parts, never mid-part
-    squeeze = next(line for line in first.splitlines() if line.startswith("| [squeezenet1_1](#setup-squeezenet1_1)"))
+    squeeze = next(line for line in first.splitlines() if line.startswith("| [squeezenet1_<wbr>1](#setup-squeezenet1_1)"))
     assert "🔶 architectures differ at `features.0`" in squeeze
     assert squeeze.count("🔶\u00a0n/a") == len(SEED)
     # neither passed nor failed, yet in the denominator: every case that ran is counted
@@ -264,7 +264,7 @@ def test_zoo_matrix_is_setup_by_method_with_architectures_differ(tmp_path):
     assert "target layers torch `features[-1]`, paddle `lastconv`" in text
     # the matrix's rows link every setup's cases; every link lands, every picture exists, every table fits
     for model in ZOO:
-        assert f"| [{model}](#setup-{model})" in first
+        assert f"| [{model.replace('_', '_<wbr>')}](#setup-{model})" in first
     assert check_markdown(tmp_path / "parity.md") == []
     assert check_markdown(tmp_path / "parity_summary.md") == []
     _assert_fits(text)
@@ -418,7 +418,7 @@ def test_provenance_has_a_real_header_the_project_state_and_words():
     assert "not a git checkout" in render_markdown(results)
     # an older report's one flat weights dict still renders
     results["provenance"]["weights"] = {"source": "default", "torch_path": "a.pth", "torch_sha256": "ae" * 32}
-    assert f"torch: `a.pth`<br>sha256 `{'ae' * 32}`" in render_markdown(results)
+    assert f"torch: <code>a.pth</code><br>sha256 `{'ae' * 32}`" in render_markdown(results)
 
 
 def test_fallback_image_warning_is_on_the_first_screen():

@@ -48,3 +48,19 @@ def test_a_committed_merge_command_renders_without_the_machines_paths():
     assert "/work/" not in text and "merge …/zoo/1 --out …/reports/zoo" in text
     assert "file size 640×480" in text and "cases ran at 32×32 (W×H)" in text
     assert "Computed at commit `aaaaaaaaaaaa` (clean tree)" in text
+
+
+def test_long_hub_names_and_checkpoint_paths_still_fit_the_article():
+    from parity.report_check import ARTICLE_WIDTH, table_widths
+
+    names = ["swin_tiny_patch4_window7_224", "deit_tiny_patch16_224", "vit_base_patch16_224", "tf_efficientnet_b0"]
+    weights = {name: {"source": "seeded", "identity": "x", "pair": f"timm/{name}:paddleclas/{name.upper()}_long_name",
+                      "paddle_path": f"fixtures/weights/converted/{name}_timm1.0.31_s2_seed0-{name}-ebb25e4f-6a3e.pdparams"}
+               for name in names}
+    cases = [{"id": f"{name}/{method}-no_smooth", "setup": name, "model": name, "method": method, "smooth": "no_smooth",
+              "passed": True, "error": None, "vacuous": None, "tolerance": 1e-4, "cam_max_abs_diff": 2e-6}
+             for name in names for method in ("gradcam", "gradcam++", "xgradcam", "ablationcam", "scorecam",
+                                              "eigencam", "eigengradcam", "layercam")]
+    text = render_markdown({"provenance": {"weights": weights, "profile": "hubs"}, "cases": cases})
+    too_wide = [(head[:40], round(width)) for head, width in table_widths(text) if width > ARTICLE_WIDTH]
+    assert not too_wide
