@@ -153,6 +153,23 @@ def test_example_pairs_across_differently_named_models():
     assert names["conv5.1.running_mean"] == "_last_conv.1._mean"
 
 
+@pytest.mark.parametrize("arch_name", ["resnet18", "shufflenet_v2_x1_0"])
+def test_the_zoo_and_transfer_weights_are_one_transfer(arch_name):
+    """parity.transfer_weights on the zoo's two models finds the zoo plan's map, and the same Paddle state."""
+    from parity.transfer import transfer_weights
+
+    state = torch_state(arch_name)
+    plan = transfer_plan(arch_name)
+    paddle_model = build_paddle_model(arch_name)
+    pairing = transfer_weights(build_torch_model(arch_name, state), paddle_model, verification_input())
+    assert pairing.rule == plan.rule
+    assert {entry.source: entry.target for entry in pairing} == dict(plan.name_map)
+    assert set(pairing.transposed) == set(plan.transposed)
+    converted = transfer_state_dict(state, arch_name)
+    for key, value in paddle_model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), converted[key], err_msg=key)
+
+
 # -- every key and shape is checked ---------------------------------------------------------
 
 
