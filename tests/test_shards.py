@@ -69,7 +69,9 @@ def _fake_run_worker(job, timeout, live):
                 if smooth not in METHODS[method].smooths:
                     continue
                 level = (len(method) + len(smooth)) / 64.0
-                stages = {"input": np.zeros((1, 1, 3, 4, 4), np.float32), "cam": np.full((1, 4, 4), level, np.float32),
+                # a map with structure: a flat one would make the case vacuous (and the run fail)
+                cam = level + np.arange(16, dtype=np.float32).reshape(1, 4, 4) / 256
+                stages = {"input": np.zeros((1, 1, 3, 4, 4), np.float32), "cam": cam,
                           "overlay": np.full((1, 4, 4, 3), int(level * 255), np.uint8)}
                 for name, array in stages.items():
                     (out / method / smooth).mkdir(parents=True, exist_ok=True)
