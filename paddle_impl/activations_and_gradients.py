@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
@@ -64,7 +65,13 @@ import paddle
 from paddle import _C_ops
 from paddle.autograd import PyLayer
 
-__all__ = ["ActivationsAndGradients", "frozen_parameters", "layer_norm_input_gradients", "second_order_graph"]
+__all__ = [
+    "ActivationsAndGradients",
+    "frozen_parameters",
+    "layer_norm_input_gradients",
+    "second_order_graph",
+    "second_derivative_errors_explained",
+]
 
 
 @contextlib.contextmanager
@@ -462,6 +469,36 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
                 layer.forward = saved_forward
 
 
+_SECOND_ORDER_ROUTES = "flatten, BatchNorm in eval mode, LayerNorm, GELU, softmax and concat"
+
+
+@contextlib.contextmanager
+def second_derivative_errors_explained() -> Iterator[None]:
+    """Turn Paddle's refusal to differentiate an op twice into an error that names the op and what to do.
+
+    Paddle says "The Op hardswish_grad doesn't have any grad op" (or, for
+    max-pooling, "Pool op grad grad only supports avgpool"), which does not
+    say that the method needs a second derivative or which ops the port
+    supplies one for.
+    """
+    try:
+        yield
+    except (RuntimeError, ValueError, SystemError) as error:
+        message = str(error)
+        missing = re.search(r"The Op (\w+?)(?:_grad)+ doesn't have any grad op", message)
+        if missing:
+            op = missing.group(1)
+        elif "grad grad only supports avgpool" in message:
+            op = "max-pooling"
+        else:
+            raise
+        raise NotImplementedError(
+            f"this method differentiates the model twice between the target layer and the score, and Paddle "
+            f"3.3.1 has no second derivative of {op}; the port supplies one for {_SECOND_ORDER_ROUTES} only. "
+            f"Choose a target layer after the last {op}, or a method that needs only gradients (e.g. GradCAM)"
+        ) from error
+
+
 class ActivationsAndGradients:
     """Forward-post hooks that store each target layer's output and, on backward, its gradient.
 
@@ -527,7 +564,8 @@ class ActivationsAndGradients:
         An activation the loss does not depend on gets no gradient, as
         upstream's hook never fires for it.
         """
-        grads = paddle.grad(loss, self.activations, create_graph=True, retain_graph=True, allow_unused=True)
+        with second_derivative_errors_explained():
+            grads = paddle.grad(loss, self.activations, create_graph=True, retain_graph=True, allow_unused=True)
         self.gradients = [g for g in grads if g is not None]
 
     def __call__(self, x: paddle.Tensor, capture_gradients: bool) -> paddle.Tensor:

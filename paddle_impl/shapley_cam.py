@@ -12,7 +12,12 @@ with the activations:
 second time (``paddle.grad(grads, activations, grad_outputs=activations)``),
 so the CAM runs with ``detach=False``: the gradients keep their graph
 (``create_graph=True``) and the forward pass runs under
-``activations_and_gradients.second_order_graph``.  For a piecewise-linear
+``activations_and_gradients.second_order_graph``, which supplies the second
+derivatives Paddle 3.3.1 lacks for flatten, BatchNorm in eval mode,
+LayerNorm, GELU, softmax and a partly frozen concat (so CNNs, ViTs and
+ConvNeXts work); an op after the target layer with none (hard-swish,
+hard-sigmoid, max-pooling, bilinear interpolation) raises a
+``NotImplementedError`` that names it.  For a piecewise-linear
 network explaining a logit (ResNet50 with ``ClassifierOutputTarget``) the
 second derivative is zero and ShapleyCAM equals Grad-CAM; the term matters
 for smooth targets such as a softmax probability.
@@ -28,6 +33,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import paddle
 
+from paddle_impl.activations_and_gradients import second_derivative_errors_explained
 from paddle_impl.base_cam import BaseCAM
 
 __all__ = ["ShapleyCAM"]
@@ -61,9 +67,10 @@ class ShapleyCAM(BaseCAM):
         """
         if grads.stop_gradient:
             return None
-        return paddle.grad(
-            outputs=grads, inputs=activations, grad_outputs=activations, retain_graph=True, allow_unused=True
-        )[0]
+        with second_derivative_errors_explained():
+            return paddle.grad(
+                outputs=grads, inputs=activations, grad_outputs=activations, retain_graph=True, allow_unused=True
+            )[0]
 
     def get_cam_weights(
         self,

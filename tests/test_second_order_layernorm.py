@@ -400,10 +400,27 @@ def test_the_hessian_term_matters_on_the_layer_norm_pair(target_kind):
 
 
 def test_shapley_cam_on_the_layer_norm_pair_fails_without_the_layer_norm_route(monkeypatch):
-    """Without the LayerNorm-as-ops route the Hessian-vector product raises, as it did before."""
+    """Without the LayerNorm-as-ops route the second derivative is refused, as it was before."""
     monkeypatch.setattr(port_aag, "_layer_norm_as_ops", lambda kernel: kernel)
-    with pytest.raises(RuntimeError, match="layer_norm_grad doesn't have any grad op"):
+    with pytest.raises(NotImplementedError, match="no second derivative of layer_norm"):
         _port_shapley_cam("logit", "float64")
+
+
+@pytest.mark.parametrize(
+    "layer,op",
+    [(paddle.nn.Hardswish(), "hardswish"), (paddle.nn.Hardsigmoid(), "hardsigmoid"), (paddle.nn.MaxPool2D(2), "max-pooling")],
+    ids=["hardswish", "hardsigmoid", "max_pool"],
+)
+def test_shapley_cam_names_an_op_without_a_second_derivative(layer, op):
+    paddle.seed(0)
+    target = paddle.nn.Conv2D(3, 4, 3, padding=1)
+    model = paddle.nn.Sequential(
+        target, layer, paddle.nn.Conv2D(4, 4, 1), paddle.nn.Tanh(), paddle.nn.AdaptiveAvgPool2D(1),
+        paddle.nn.Flatten(), paddle.nn.Linear(4, 3),
+    )
+    with pytest.raises(NotImplementedError, match=f"no second derivative of {op};.*target layer after the last {op}"):
+        with paddle_impl.ShapleyCAM(model=model, target_layers=[target]) as cam:
+            cam(input_tensor=paddle.rand([1, 3, 8, 8]), targets=[PaddleClassifierOutputTarget(1)])
 
 
 # -- GELU, softmax and a partly frozen concat ------------------------------------------------------
