@@ -13,6 +13,7 @@ from outside the checkout.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,7 +164,15 @@ def test_every_method_and_mode_through_the_command(tmp_path, reference_image):
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=580)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stderr == ""
+    # Upstream's own method warnings stay (HiResCAM warns that smoothing voids its guarantee); nothing
+    # else may reach stderr: no framework warning, no log line.
+    lines = result.stderr.splitlines()
+    port_warning = re.compile(rf"{re.escape(str(REPO_ROOT))}/paddle_impl/\S+\.py:\d+: \w*Warning: ")
+    port_warnings = {i for i, line in enumerate(lines) if port_warning.match(line)}
+    others = [line for i, line in enumerate(lines) if i not in port_warnings and i - 1 not in port_warnings]
+    assert others == [], result.stderr[-4000:]
+    assert {lines[i].split(": ", 2)[2] for i in port_warnings} <= {
+        "HiResCAM's faithfulness guarantees do not hold if smoothing is applied"}, result.stderr[-4000:]
     for name, mode in runs:
         out = tmp_path / f"{name}-{mode}"
         assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}_{s}" for s in OUTPUT_SUFFIXES), out
