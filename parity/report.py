@@ -25,7 +25,7 @@ imports neither torch nor paddle.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from paddle_impl import atomic
 from parity.report_cases import _case_id, _files, default_files
@@ -33,6 +33,7 @@ from parity.report_format import (
     HTML_NAME, LEGEND_PATH, NB_HYPHEN, REPORT_NAME, SUMMARY_NAME, TITLE, WORD_JOINER, slug,
 )
 from parity import report_html
+from parity.report_index import INDEX_NAME
 from parity.report_markdown import render_markdown, render_summary_markdown
 from parity.report_pictures import write_diff_image, write_diff_images
 from parity.report_verdict import case_counts, case_status, float64_agrees, summary_line, verdict_line
@@ -58,6 +59,7 @@ __all__ = [
     "SUMMARY_NAME",
     "HTML_NAME",
     "LEGEND_PATH",
+    "INDEX_NAME",
     "TITLE",
     "NB_HYPHEN",
     "WORD_JOINER",
@@ -86,7 +88,7 @@ def render_all(results: Dict, out_dir: Path, siblings: Optional[Mapping[str, str
     return texts
 
 
-INDEX_NAME = "README.md"
+# how a report names the one index of every report in its "Reports:" line
 INDEX_LABEL = "index of every report"
 
 

@@ -63,12 +63,13 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
                     siblings: Optional[Mapping[str, str]] = None, companions: Iterable[str] = ()) -> str:
     """The full reviewer report (``DIR/parity.md``); image paths are relative to DIR.
 
-    The first screen: title, verdict, the verdict matrix, the table of contents
-    and the links to ``siblings`` (label -> path relative to the report, e.g.
-    ``{"float64": "f64/parity.md", "bench": "bench.md"}``).  With ``out_dir``
-    given, a sibling that is not there is left out (unless it is one of
-    ``companions``, files written together with this report), and a picture
-    that is not there is written as ``missing: `path` `` instead of a broken image.
+    The first screen: title, verdict, commit, where not, how close, what moved,
+    the verdict matrix, the table of contents and the ``siblings`` (label ->
+    path relative to the report: its twins and ``reports/README.md``, the index
+    of every report).  With ``out_dir`` given, a sibling that is not there is
+    left out (unless it is one of ``companions``, files written together with
+    this report), and a picture that is not there is written as
+    ``missing: `path` `` instead of a broken image.
     """
     img = _Images(out_dir)
     links = _Links("page")
