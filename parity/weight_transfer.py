@@ -807,7 +807,7 @@ def verify_transfer(
     rtol: float = VERIFY_RTOL,
 ) -> TransferCheck:
     """Forward-verify a transfer: both models (float32, eval) on ``x`` (default :func:`verification_input`)."""
-    from parity.weights import build_paddle_model, build_torch_model
+    from parity.model_build import build_paddle_model, build_torch_model
 
     x = verification_input() if x is None else np.asarray(x, dtype=np.float32)
     torch_model = build_torch_model(arch_name, torch_state, "float32")

@@ -79,7 +79,7 @@ def transfer_pair(spec: Any, torch_state: Mapping[str, Any]) -> HubTransfer:
     import torch
 
     from parity.weight_transfer import verification_input
-    from parity.weights import build_torch_model
+    from parity.model_build import build_torch_model
 
     state = {name: np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
              for name, value in torch_state.items()}
