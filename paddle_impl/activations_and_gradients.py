@@ -429,7 +429,9 @@ def second_order_graph(model: paddle.nn.Layer) -> Iterator[None]:
     a gradient, and a model without these ops runs exactly the same ops
     (ResNet50's numbers are unchanged).  Still without a second derivative
     in Paddle 3.3.1, and not handled here: hard-swish, hard-sigmoid,
-    max-pooling and bilinear interpolation after the target layer.
+    max-pooling, bilinear interpolation, depthwise convolution (CPU) and
+    strided slicing after the target layer
+    (``second_derivative_errors_explained`` names them).
 
     Everything is restored on exit, also on error.
     """
@@ -476,8 +478,9 @@ _SECOND_ORDER_ROUTES = "flatten, BatchNorm in eval mode, LayerNorm, GELU, softma
 def second_derivative_errors_explained() -> Iterator[None]:
     """Turn Paddle's refusal to differentiate an op twice into an error that names the op and what to do.
 
-    Paddle says "The Op hardswish_grad doesn't have any grad op" (or, for
-    max-pooling, "Pool op grad grad only supports avgpool"), which does not
+    Paddle says "The Op hardswish_grad doesn't have any grad op" (or "The
+    kernel `depthwise_conv2d_double_grad` is not registered" on the CPU, or
+    for max-pooling "Pool op grad grad only supports avgpool"), which does not
     say that the method needs a second derivative or which ops the port
     supplies one for.
     """
@@ -485,7 +488,9 @@ def second_derivative_errors_explained() -> Iterator[None]:
         yield
     except (RuntimeError, ValueError, SystemError) as error:
         message = str(error)
-        missing = re.search(r"The Op (\w+?)(?:_grad)+ doesn't have any grad op", message)
+        missing = re.search(r"The Op (\w+?)(?:_grad)+ doesn't have any grad op", message) or re.search(
+            r"The kernel `(\w+?)_double_grad` is not registered", message
+        )
         if missing:
             op = missing.group(1)
         elif "grad grad only supports avgpool" in message:

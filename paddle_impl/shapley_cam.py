@@ -16,7 +16,8 @@ so the CAM runs with ``detach=False``: the gradients keep their graph
 derivatives Paddle 3.3.1 lacks for flatten, BatchNorm in eval mode,
 LayerNorm, GELU, softmax and a partly frozen concat (so CNNs, ViTs and
 ConvNeXts work); an op after the target layer with none (hard-swish,
-hard-sigmoid, max-pooling, bilinear interpolation) raises a
+hard-sigmoid, max-pooling, bilinear interpolation, depthwise convolution on
+the CPU, strided slicing as in Swin's patch merging) raises a
 ``NotImplementedError`` that names it.  For a piecewise-linear
 network explaining a logit (ResNet50 with ``ClassifierOutputTarget``) the
 second derivative is zero and ShapleyCAM equals Grad-CAM; the term matters

@@ -408,8 +408,13 @@ def test_shapley_cam_on_the_layer_norm_pair_fails_without_the_layer_norm_route(m
 
 @pytest.mark.parametrize(
     "layer,op",
-    [(paddle.nn.Hardswish(), "hardswish"), (paddle.nn.Hardsigmoid(), "hardsigmoid"), (paddle.nn.MaxPool2D(2), "max-pooling")],
-    ids=["hardswish", "hardsigmoid", "max_pool"],
+    [
+        (paddle.nn.Hardswish(), "hardswish"),
+        (paddle.nn.Hardsigmoid(), "hardsigmoid"),
+        (paddle.nn.MaxPool2D(2), "max-pooling"),
+        (paddle.nn.Conv2D(4, 4, 3, padding=1, groups=4), "depthwise_conv2d"),
+    ],
+    ids=["hardswish", "hardsigmoid", "max_pool", "depthwise_conv"],
 )
 def test_shapley_cam_names_an_op_without_a_second_derivative(layer, op):
     paddle.seed(0)
