@@ -1,7 +1,7 @@
 """The zoo's models built on either side, in a dtype, loaded from a state dict, in eval mode.
 
 What the weights (``parity.weights``), the transfer's verification
-(``parity.weight_transfer``), the hub pairs (``parity.hubs.pairing``) and the
+(``parity.weight_transfer``), the hub pairs (``parity.hub_transfer``) and the
 workers all need.  It sits below them so that none of them has to import
 another to build a model: ``parity.weights`` converts through
 ``parity.weight_transfer``, which verifies a conversion by running both models.

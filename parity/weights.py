@@ -294,7 +294,7 @@ def _convert_hub_pair(torch_state: Mapping[str, np.ndarray], paddle_path: Path, 
 
     import paddle
 
-    from parity.hubs.pairing import transfer_pair
+    from parity.hub_transfer import transfer_pair
 
     spec = model_zoo.arch(arch)
     done = transfer_pair(spec, torch_state)

@@ -150,8 +150,8 @@ def _seeded(name):
 
 def test_a_pair_that_differs_without_its_switch_is_refused_naming_layer_and_attribute(one_thread):
     """timm's efficientnet_b0 normalises with eps 1e-5, PaddleClas's EfficientNetB0 with 1e-3; its switch fixes it."""
-    from parity.hubs.pairing import transfer_pair, verification_shapes
-    from parity.hubs.pairing import _transfer_and_check
+    from parity.hub_transfer import transfer_pair, verification_shapes
+    from parity.hub_transfer import _transfer_and_check
     from parity.weight_transfer import ArchitecturesDiffer, verification_input
     from parity.weights import build_torch_model
 
@@ -178,7 +178,7 @@ def test_a_pair_that_differs_without_its_switch_is_refused_naming_layer_and_attr
 
 
 def test_a_missing_bias_and_the_inference_dropout_are_switched_on_lcnet(one_thread):
-    from parity.hubs.pairing import transfer_pair
+    from parity.hub_transfer import transfer_pair
 
     done = transfer_pair(arch("lcnet_100"), _seeded("lcnet_100"))
     without_bias, without_dropout = done.switch_check.without
@@ -189,7 +189,7 @@ def test_a_missing_bias_and_the_inference_dropout_are_switched_on_lcnet(one_thre
 
 
 def test_mobilenetv3_is_reported_where_the_architectures_differ(one_thread):
-    from parity.hubs.pairing import transfer_pair
+    from parity.hub_transfer import transfer_pair
     from parity.weight_transfer import ArchitecturesDiffer
 
     spec = arch("mobilenetv3_large_100")

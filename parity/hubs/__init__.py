@@ -1,16 +1,19 @@
 """Model pairs from the two hubs: timm (PyTorch) and PaddleClas (Paddle).
 
-A pair is one :class:`parity.model_zoo.ArchSpec` declared in a module of
+A pair is one :class:`HubPair` (:mod:`parity.hubs.pair_spec`, the zoo's
+:class:`parity.arch_spec.ArchSpec` with hub builders) declared in a module of
 this package (``cnns.py``, ``transformers.py``) and listed in that module's
 ``ENTRIES`` tuple; :func:`hub_entries` collects them and
-``parity.model_zoo.HUB_PAIRS`` holds them by name.  From there the whole
+``parity.model_zoo.HUB_PAIRS`` holds them by name.  This package imports
+neither the zoo nor anything built on it (the weight transfer of a pair is
+:mod:`parity.hub_transfer`, above the zoo).  From there the whole
 harness treats a pair like any model of the zoo: seeded weights
 (:mod:`parity.hubs.seeding`), the generic transfer and its forward check,
 workers, diagnosis, reports, sharding.
 
 Declaring a pair (see /work/notes/hub_schema.md for the full schema)::
 
-    ArchSpec(
+    HubPair(
         name="resnet50d",                              # case ids, directories, weight files
         family="resnet",
         torch_builder="timm:resnet50d",                # timm.create_model(name, pretrained=False)
@@ -30,20 +33,22 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from paddle_impl.errors import UserError
 
-__all__ = ["hub_entries", "HUB_MODULES", "resolve_reshape"]
+from parity.hubs.pair_spec import HubPair
+
+__all__ = ["HubPair", "hub_entries", "HUB_MODULES", "resolve_reshape"]
 
 # The modules that declare pairs, in the order the hubs profile lists them.
 HUB_MODULES: Tuple[str, ...] = ("parity.hubs.cnns", "parity.hubs.transformers")
 
 
-def hub_entries() -> List[Any]:
-    """Every declared pair (ArchSpec), module by module, in declaration order.
+def hub_entries() -> List[HubPair]:
+    """Every declared pair, module by module, in declaration order.
 
     A module of ``HUB_MODULES`` that does not exist yet is skipped; one that
     fails to import for another reason is an error (a broken entry must not
     make its pairs vanish silently).
     """
-    entries: List[Any] = []
+    entries: List[HubPair] = []
     for name in HUB_MODULES:
         try:
             module = importlib.import_module(name)

@@ -1,14 +1,15 @@
 """The CNN pairs of the hubs profile: timm models and their PaddleClas twins.
 
-One :class:`ArchSpec` per pair, everything about the pair in its entry:
+One :class:`HubPair` per pair, everything about the pair in its entry:
 builders, target layers (upstream's rule, "the last convolutional block
 before the pooling", on each side), the sizes it runs at, and the switches
 that make PaddleClas's model compute what timm's does.
 """
 from __future__ import annotations
 
+from parity.arch_spec import Switch
+from parity.hubs.pair_spec import HubPair
 from parity.hubs.switches import add_conv_bias, dropout_scale_in_train
-from parity.model_zoo import ArchSpec, Switch
 
 __all__ = ["ENTRIES"]
 
@@ -57,8 +58,8 @@ def _head_bias(path: str) -> Switch:
     )
 
 
-def _cnn(name, family, timm_name, paddleclas_name, torch_layer, paddle_layer, heavy=True, **extra) -> ArchSpec:
-    return ArchSpec(
+def _cnn(name, family, timm_name, paddleclas_name, torch_layer, paddle_layer, heavy=True, **extra) -> HubPair:
+    return HubPair(
         name=name, family=family, torch_builder=f"timm:{timm_name}", paddle_builder=f"paddleclas:{paddleclas_name}",
         transfer="generic", torch_target_layer=torch_layer, paddle_target_layer=paddle_layer,
         input_size=_FULL, heavy_methods=heavy, heavy_size=_HEAVY if heavy else None, **extra,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from parity.model_zoo import ArchSpec, Switch
+from parity.arch_spec import Switch
+from parity.hubs.pair_spec import HubPair
 
 __all__ = ["ENTRIES", "swin_unshifted_at_window_resolution"]
 
@@ -54,10 +55,10 @@ _SWIN_SHIFT = Switch(
 )
 
 
-def _transformer(name, family, timm_name, paddleclas_name, torch_layer, paddle_layer, note, **extra) -> ArchSpec:
+def _transformer(name, family, timm_name, paddleclas_name, torch_layer, paddle_layer, note, **extra) -> HubPair:
     extra.setdefault("torch_reshape", "auto")
     extra.setdefault("paddle_reshape", "auto")
-    return ArchSpec(
+    return HubPair(
         name=name, family=family, torch_builder=f"timm:{timm_name}", paddle_builder=f"paddleclas:{paddleclas_name}",
         transfer="generic", torch_target_layer=torch_layer, paddle_target_layer=paddle_layer,
         input_size=_SIZE, verify_size=_SIZE, heavy_methods=False, note=note, **extra,

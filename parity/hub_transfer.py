@@ -5,10 +5,14 @@ The transfer itself is the project's one, ``parity.transfer.transfer_weights``
 the Paddle model in place and ends with a forward check that names the
 first module whose outputs part).
 
-A pair with :class:`parity.model_zoo.Switch` es is verified both ways on
+A pair with :class:`parity.arch_spec.Switch` es is verified both ways on
 the pair's own input size: with the switches the forward check must pass;
 without them it must fail (else the switch is not needed and the entry is
 wrong).  :class:`SwitchCheck` keeps both outcomes for the report.
+
+This module is not in :mod:`parity.hubs`: the transfer and the model
+builder it calls know the zoo, which collects the hubs' entries, so it sits
+above the zoo while the entries sit below it.
 """
 from __future__ import annotations
 
