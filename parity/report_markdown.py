@@ -10,7 +10,7 @@ from parity.report_format import (
     HTML_NAME, REPORT_NAME, TITLE, _cell, _heading_anchor, _Images, _keep_together, _Links, _setup_anchor,
 )
 from parity.report_first_screen import computed_at_line, moved_lines, where_not_lines, worst_lines
-from parity.report_provenance import _fallback_lines, _provenance_lines
+from parity.report_provenance import _fallback_lines, _provenance_lines, switch_line, switch_lines
 from parity.report_case import _case_lines, _failure_lines
 from parity.report_tables import (
     _ablation_lines, _architecture_lines, _matrix_lines, _methods_lines, _metrics_lines, _scale_info, _scale_lines,
@@ -102,8 +102,11 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
         of_setup = [case for case in cases if (case.get("setup") or "") == setup]
         if not one_setup:
             # one folded line per setup: its counts; its cases, each folded too, inside
-            body += [f"### {_heading_anchor(_setup_anchor(setup))}Setup {_cell(setup or '(default)')}", "",
-                     f"<details><summary>{_setup_counts(of_setup)}</summary>", ""]
+            body += [f"### {_heading_anchor(_setup_anchor(setup))}Setup {_cell(setup or '(default)')}", ""]
+            switches = switch_line(results, str(of_setup[0].get("model") or ""))
+            if switches:
+                body += [switches, ""]
+            body += [f"<details><summary>{_setup_counts(of_setup)}</summary>", ""]
             level = "####"
         for case in of_setup:
             body += _case_lines(case, img, scale, level, results.get("provenance"))
@@ -116,6 +119,7 @@ def render_markdown(results: Mapping, out_dir: Optional[Path] = None,
     if other:
         lines += [other, ""]
     lines += _architecture_lines(cases)
+    lines += switch_lines(results, cases)
     lines += body
     return _keep_together("\n".join(lines).rstrip("\n") + "\n")
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import html
-from typing import Callable, Dict, List, Mapping
+import re
+from typing import Callable, Dict, List, Mapping, Sequence
 
 from parity.provenance import portable_command
 from parity.report_format import DEFAULT_IMAGE, _cell, _code, _heading_anchor, _secs, _table
@@ -67,6 +68,39 @@ def _weights_text(weights: Mapping) -> str:
         # A zoo run names a dozen models: keep the table short, the identities one click away.
         text = f"<details><summary>{len(models)} models: {_cell(', '.join(models))}</summary>{text}</details>"
     return text
+
+
+# parity.hub_transfer.SwitchCheck.sentence proves each switch with one "without 'NAME': <the check's failure>".
+_SWITCH_PROOF = re.compile(r"without (['\"])(.+?)\1: ")
+
+
+def switch_names(facts: Mapping) -> List[str]:
+    """The switches a hub pair's conversion applied, each one shown to be needed, read from its weights facts."""
+    return [match.group(2) for match in _SWITCH_PROOF.finditer(str(facts.get("switches") or ""))]
+
+
+def _switches_of(results: Mapping, model: str) -> List[str]:
+    return switch_names(_weights_by_model((results.get("provenance") or {}).get("weights") or {}).get(model, {}))
+
+
+def switch_line(results: Mapping, model: str) -> str:
+    """One line naming the switches applied to ``model``'s Paddle model ("" when it has none)."""
+    names = _switches_of(results, model)
+    if not names:
+        return ""
+    return ("Switches applied to the Paddle model, each shown to be needed: " + " · ".join(_code(n) for n in names)
+            + " (the proof is in the [provenance](#provenance)'s weights)")
+
+
+def switch_lines(results: Mapping, cases: Sequence[Mapping]) -> List[str]:
+    """The first screen's list: each model of the run with switches, one line each, names only."""
+    models = dict.fromkeys(str(case.get("model")) for case in cases if case.get("model"))
+    rows = [f"- **{_cell(model)}**: " + " · ".join(_code(n) for n in names)
+            for model in models for names in [_switches_of(results, model)] if names]
+    if not rows:
+        return []
+    return ["Switches applied to the Paddle model, each shown to be needed: without it the transfer's forward check "
+            "fails (the proof is in the [provenance](#provenance)'s weights):", ""] + rows + [""]
 
 
 def _project_text(project) -> str:

@@ -107,8 +107,8 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
     if "error" in statuses:
         keys.append("💥 the case did not run to the end")
     if "architectures differ" in statuses:
-        keys.append("🔶 paddle.vision's architecture differs from torchvision's: the case cannot pass and is "
-                    "not a port failure (neither passed nor failed)")
+        keys.append("🔶 the Paddle model's architecture differs from the torch model's (paddle.vision from torchvision, "
+                    "PaddleClas from timm): the case cannot pass and is not a port failure (neither passed nor failed)")
     if "vacuous" in statuses:
         keys.append("⚪ vacuous: both final CAMs are flat for an image of the batch, so the comparison shows "
                     "nothing (not counted as passed)")
