@@ -12,7 +12,7 @@ ROAD's noise.  ROAD fills the removed pixels by linear imputation plus
 Paddle's generators give different numbers for the same seed.  The reported
 "ARCC differs from upstream by up to 4%" is that noise and nothing in the
 port: with the port drawing its noise as upstream does (``same_noise``) ARCC
-agrees to 3e-8 on upstream's CAM (float32) and exactly in float64, while
+agrees to 1.2e-7 on upstream's CAMs (float32) and exactly in float64, while
 upstream's own ARCC moves by 3 to 9% from one torch seed to the next
 (``test_arcc_difference_is_roads_noise``; ``python -m tools.metric_noise``
 prints every metric's numbers).  ARCC inherits ROAD's relative noise in full
@@ -61,8 +61,8 @@ MIN_STRUCTURE = 0.1
 # Absolute bounds, each with the largest |Δ| measured over the cases below (float32, one thread).
 CAM_BOUND = 1e-5  # measured 2.3e-6 (RefineCAM(GradCAM++))
 BOUNDS = {
-    "probability": 3e-6,  # softmax scores and their differences; measured 1.8e-7
-    "unit": 1e-5,  # Complexity, Coherency, ARCC in [0, 1]; measured 3.0e-7 (Coherency on the own CAM)
+    "probability": 3e-6,  # softmax scores and their differences; measured 2.2e-7 (ROADMostRelevantFirst(70))
+    "unit": 1e-5,  # Complexity, Coherency, ARCC in [0, 1]; measured 2.4e-7 (Coherency), 1.2e-7 (ARCC)
 }
 FLOAT64_BOUND = 2.4e-7  # two float32 steps of a score in [0, 1] (the metrics end in float32); measured 0
 
@@ -215,7 +215,7 @@ def _compare_every_metric(setting, case: str, port_cams_of: str, dtype: str = "f
         ref = _seeded(lambda: upstream_metrics[name](entry["tx"], t_cams, t_tg, entry["tm"]))
         got = _seeded(lambda: port_metrics[name](entry["px"], cams_for_port, p_tg, entry["pm"]))
         assert got.shape == ref.shape == (2,), f"{name}: one score per image expected, got {got.shape}"
-        if name == "ROADCombined":
+        if name == "ARCC":
             _check_arcc_informative(case, ref)
         bound = FLOAT64_BOUND if dtype == "float64" else BOUNDS["unit" if name in UNIT_METRICS else "probability"]
         worst[name] = assert_close(f"{case} {name} ({dtype}, port on {port_cams_of}'s CAMs)", got, ref, bound)
@@ -232,9 +232,13 @@ def _arcc_informative(road_combined: np.ndarray) -> np.ndarray:
     return (0 < 2 * road_combined) & (2 * road_combined < 1)
 
 
-def _check_arcc_informative(case: str, road_combined: np.ndarray) -> None:
-    assert _arcc_informative(road_combined).any(), (
-        f"{case}: ROADCombined {road_combined} is clipped in ARCC for every image; its comparison would prove nothing")
+# ARCC with its ROAD term clipped to 0 is 3 / (1e8 + ...), about 3e-8: far below this.
+CLIPPED_ARCC = 1e-6
+
+
+def _check_arcc_informative(case: str, arcc: np.ndarray) -> None:
+    assert (arcc > CLIPPED_ARCC).any(), (
+        f"{case}: ARCC {arcc}: its ROAD term is clipped to 0 for every image, so the comparison would prove nothing")
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -247,16 +251,29 @@ def test_cams_have_structure_and_agree(setting, case):
     assert_close(f"{case} CAM", p_cams, t_cams, CAM_BOUND)
 
 
+# Every metric for each kind of base (two layers at once, RefineCAM, SESS); ARCC, which runs Complexity,
+# Coherency and ROADCombined inside, for the other RefineCAM bases (the report's own setting).
+ALL_METRICS = None
+METRICS_OF_CASE = {
+    "GradCAM": ALL_METRICS,
+    "RefineCAM(GradCAMPlusPlus)": ALL_METRICS,
+    "SESS(GradCAM)": ALL_METRICS,
+    "RefineCAM(GradCAM)": ["ARCC"],
+    "RefineCAM(EigenCAM)": ["ARCC"],
+}
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_every_metric_on_upstreams_cams(setting, same_noise, case):
+def test_metrics_on_upstreams_cams(setting, same_noise, case):
     """Upstream's CAMs handed to both sides: what the metric code alone contributes."""
-    _compare_every_metric(setting, case, port_cams_of="upstream")
+    _compare_every_metric(setting, case, port_cams_of="upstream", only=METRICS_OF_CASE[case])
 
 
 @pytest.mark.parametrize("case", ["RefineCAM(GradCAMPlusPlus)", "SESS(GradCAM)"])
-def test_every_metric_on_each_sides_own_cams(setting, same_noise, case):
-    """Each side scores its own CAMs: the CAMs' float32 noise included."""
-    _compare_every_metric(setting, case, port_cams_of="port")
+def test_metrics_on_each_sides_own_cams(setting, same_noise, case):
+    """Each side scores its own CAMs, the CAMs' float32 noise included (a ROAD percentile could flip a pixel)."""
+    _compare_every_metric(setting, case, port_cams_of="port",
+                          only=["DropInConfidence", "ROADMostRelevantFirst(70)", "ARCC"])
 
 
 def test_arcc_in_float64_is_upstreams(setting, same_noise, monkeypatch):
