@@ -10,6 +10,15 @@ https://arxiv.org/abs/2605.14641) uses ROAD instead:
     Coherency(L)   = (rho(L, L') + 1) / 2,   L' = CAM of x ⊙ L,  rho = Pearson correlation
     ARCC           = 3 / (1 / (Coherency + 1e-8) + 1 / ((1 - Complexity) + 1e-8) + 1 / (R + 1e-8)),
                      R = clip(2 * ROADCombined, 0, 1)
+
+ARCC is as random as its ROAD term: ROAD adds ``0.01 * N(0, 1)`` to the pixels it
+imputes, drawn from Paddle's generator here and from torch's upstream, so the
+two give different ARCC for the same seed.  Where R is small ARCC is about
+``3 R`` and keeps ROAD's relative noise in full: upstream's own ARCC moves by
+3-9% between torch seeds on an untrained ResNet18 (``python -m
+tools.metric_noise``).  With the same draws (``NoisyLinearImputer.draw_noise``
+replaced, ``tests/test_metrics_batch.py``) the two agree to 1.2e-7 in float32
+and exactly in float64.
 """
 from __future__ import annotations
 
