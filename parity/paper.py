@@ -104,13 +104,22 @@ def _worker(job: Dict) -> Dict:
 
     from paddle_impl.layer_paths import resolve_layers
 
+    def stacked(tensors):
+        if len(tensors) == 1:
+            return tensors[0]
+        return torch.cat(tensors) if framework == "torch" else paddle.concat(tensors)
+
     results: Dict = {"framework": framework, "images": {}}
-    for image in job["images"]:
-        rgb = load_input_image(image, tuple(job["size"]), "float32")
-        x = preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        probs = probabilities(x)[0]
-        category = int(np.argmax(probs))
-        per_method = {}
+    batch = int(job.get("batch") or 1)
+    # A batch of several images is explained and scored in one call per method, as a user's batch would
+    # be; the scores are still recorded (and compared) per image.
+    for first in range(0, len(job["images"]), batch):
+        chunk = job["images"][first:first + batch]
+        x = stacked([preprocess_image(load_input_image(image, tuple(job["size"]), "float32"),
+                                      mean=IMAGENET_MEAN, std=IMAGENET_STD) for image in chunk])
+        probs = probabilities(x)
+        categories = [int(np.argmax(row)) for row in probs]
+        per_image: List[Dict] = [{} for _ in chunk]
         for name in job["methods"]:
             spec = METHODS[name]
             layers = resolve_layers(model, job["refine_layers"] if spec.recipe == "refine" else job["layers"])
@@ -119,12 +128,16 @@ def _worker(job: Dict) -> Dict:
                 if spec.draws_random:
                     np.random.seed(0)
                 grayscale = call_cam(spec, cam, x, None, False, False)["cam"]
-            targets = [ClassifierOutputSoftmaxTarget(category)]
-            drop = float(DropInConfidence()(x, grayscale, targets, model)[0])
-            increase = float(IncreaseInConfidence()(x, grayscale, targets, model)[0])
-            np.save(Path(job["out"]) / f"{framework}-{Path(image).stem}-{name}.npy", grayscale)
-            per_method[name] = {"drop": drop, "increase": increase, "seconds": time.perf_counter() - started}
-        results["images"][image] = {"category": category, "y": float(probs[category]), "methods": per_method}
+            targets = [ClassifierOutputSoftmaxTarget(category) for category in categories]
+            drops = DropInConfidence()(x, grayscale, targets, model)
+            increases = IncreaseInConfidence()(x, grayscale, targets, model)
+            seconds = (time.perf_counter() - started) / len(chunk)
+            for i, image in enumerate(chunk):
+                np.save(Path(job["out"]) / f"{framework}-{Path(image).stem}-{name}.npy", grayscale[i:i + 1])
+                per_image[i][name] = {"drop": float(drops[i]), "increase": float(increases[i]), "seconds": seconds}
+        for i, image in enumerate(chunk):
+            results["images"][image] = {"category": categories[i], "y": float(probs[i][categories[i]]),
+                                        "methods": per_image[i]}
     return results
 
 
@@ -198,6 +211,10 @@ def _number(value: float, digits: int = 2) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _batch_text(batch: Optional[int]) -> str:
+    return f" (explained and scored in batches of {batch}, compared per image)" if batch and batch > 1 else ""
+
+
 def render_markdown(data: Dict) -> str:
     settings = data["settings"]
     lines = [
@@ -205,7 +222,8 @@ def render_markdown(data: Dict) -> str:
         "",
         f"Chattopadhyay et al., WACV 2018 (https://arxiv.org/abs/1710.11063), Table 1's two measures, for every "
         f"CAM method of the port and of upstream grad-cam {data['versions'].get('grad-cam', '?')}, on "
-        f"{len(settings['images'])} image(s) at {settings['size'][0]}×{settings['size'][1]}, model "
+        f"{len(settings['images'])} image(s) at {settings['size'][0]}×{settings['size'][1]}"
+        f"{_batch_text(settings.get('batch'))}, model "
         f"`{settings['model']}` (target layer `{settings['layers']}`), each image's top class.",
         "",
     ]
@@ -266,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="resnet50", help="model of the zoo")
     parser.add_argument("--weights", default="default", help="'default' (seeded, untrained), 'imagenet' or a .pth")
     parser.add_argument("--threads", type=_positive_int, default=1, help="threads each framework's process uses")
+    parser.add_argument("--batch", type=_positive_int, default=1, help="explain and score the images in batches "
+                        "of BATCH (one CAM call and one metric call per batch); the scores are compared per image")
     parser.add_argument("--out", default="reports/paper", help="output directory")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -299,7 +319,7 @@ def _run(args, argv) -> int:
     job = {"methods": args.methods, "images": [str(i.resolve()) for i in images], "size": [args.size, args.size],
            "model": args.model, "torch_weights": str(torch_weights), "paddle_weights": str(paddle_weights),
            "layers": layers, "refine_layers": "layer2,layer3,layer4" if arch(args.model).family == "resnet" else layers,
-           "threads": args.threads}
+           "threads": args.threads, "batch": args.batch}
     out = Path(args.out)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="parity-paper-") as work:
@@ -309,7 +329,7 @@ def _run(args, argv) -> int:
     provenance = base_provenance()
     data = {
         "settings": {"images": [str(i) for i in images], "size": [args.size, args.size], "model": args.model,
-                     "layers": layers, "weights": args.weights, "methods": args.methods,
+                     "layers": layers, "weights": args.weights, "methods": args.methods, "batch": args.batch,
                      "command": portable_command(" ".join([PROG, *argv]))},
         "versions": {k: provenance.get(k) for k in ("torch", "paddlepaddle", "grad-cam")},
         "project": project_state(),

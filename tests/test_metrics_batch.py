@@ -23,6 +23,7 @@ Bounds are absolute; each has the value it measured next to it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -343,3 +344,39 @@ class _Float64CapableImputer(t_road.NoisyLinearImputer):
         filled = flat.clone()
         filled[:, removed] = (solution.t() + self.noise * torch.randn_like(solution.t())).to(img.dtype)
         return filled.reshape_as(img)
+
+
+# -- the harness: parity.paper's metric comparison at batch 2 ------------------------------------
+
+
+def test_paper_scores_a_batch_per_image(reference_image, tmp_path):
+    """``python -m parity.paper --batch 2``'s workers: one RefineCAM call (three layers) and one metric call per
+    batch of two images, whose per-image scores agree across frameworks and with the batch-of-one run."""
+    import cv2
+
+    from parity.paper import _worker
+    from parity.weights import ensure_default_weights, ensure_paddle_weights
+
+    mirror = tmp_path / "mirror.png"
+    cv2.imwrite(str(mirror), cv2.imread(str(reference_image))[:, ::-1])
+    torch_weights = ensure_default_weights(arch=ARCH)
+    job = {"methods": ["refinecam"], "images": [str(reference_image), str(mirror)], "size": [SIZE, SIZE],
+           "model": ARCH, "torch_weights": str(torch_weights),
+           "paddle_weights": str(ensure_paddle_weights(torch_weights, arch=ARCH)),
+           "layers": "layer4", "refine_layers": "layer2,layer3,layer4", "threads": 1}
+    runs = {}
+    for framework in ("torch", "paddle"):
+        for batch in (1, 2):
+            out = tmp_path / f"{framework}{batch}"
+            out.mkdir()
+            runs[framework, batch] = _worker(dict(job, framework=framework, batch=batch, out=str(out)))
+            for image in job["images"]:
+                cam = np.load(out / f"{framework}-{Path(image).stem}-refinecam.npy")
+                assert cam.shape == (1, SIZE, SIZE) and np.ptp(cam) > MIN_STRUCTURE, f"{framework} {image}: flat map"
+    for image in job["images"]:
+        drops = {key: run["images"][image]["methods"]["refinecam"]["drop"] for key, run in runs.items()}
+        increases = {key: run["images"][image]["methods"]["refinecam"]["increase"] for key, run in runs.items()}
+        assert len(set(increases.values())) == 1, f"{image}: IncreaseInConfidence differs: {increases}"
+        assert drops["torch", 2] > 0, f"{image}: no drop in confidence, so the comparison shows little"
+        for key, drop in drops.items():
+            assert_close(f"paper DropInConfidence {image} {key}", drop, drops["torch", 2], BOUNDS["probability"])
