@@ -271,9 +271,14 @@ def _reshape_declaration(model: str) -> Dict:
     import hashlib
     import importlib.util
 
+    from paddle_impl.errors import UserError
     from parity.model_zoo import arch
 
-    spec = arch(model)
+    try:
+        spec = arch(model)
+    except UserError:
+        # compare_models' own model pair: not in the zoo, its transforms are passed in by the caller.
+        return {}
     declared = {"torch": spec.torch_reshape, "paddle": spec.paddle_reshape}
     if not any(declared.values()):
         return {}
