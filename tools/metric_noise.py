@@ -1,6 +1,7 @@
 """Where the port's CAM metrics part from upstream's, at batch 2 with several target layers and meta-methods.
 
     python -m tools.metric_noise [--size 64] [--dtype float32 float64] [--targets softmax logit] [--seeds 4]
+    python -m tools.metric_noise --distribution 12 --cases SESS:GradCAM
 
 Setting: the seeded ResNet18 pair (``seeded_torch_state(..., randomize_batch_norm=True)``,
 so the maps have structure), ``both.png`` and its mirror image as a batch of two,
@@ -22,7 +23,8 @@ between the port and upstream in four comparisons:
 ROAD imputes removed pixels and adds ``0.01 * N(0, 1)`` noise to them, drawn
 from the framework's generator; torch's and Paddle's generators give different
 numbers for the same seed, so the third comparison can only agree as well as
-the fourth shows upstream agrees with itself.  ARCC inherits this through its
+the fourth shows upstream agrees with itself; ``--distribution N`` compares the
+two sides' means and standard deviations over N seeds each instead.  ARCC inherits this through its
 ROAD term, and amplifies it where ``clip(2 * ROADCombined, 0, 1)`` is small:
 the harmonic mean is then about ``3 * 2 * ROADCombined``, so ARCC's relative
 change is ROAD's.
@@ -258,6 +260,40 @@ def measure(size: int, dtype: str, target_kind: str, seeds: int, cases: Sequence
     return rows
 
 
+def noise_distribution(size: int, case: Tuple[str, str], seeds: int) -> None:
+    """ROADCombined and ARCC on upstream's CAMs over ``seeds`` seeds of each framework's own generator.
+
+    Same-seed numbers cannot match across generators, but their distributions
+    must: the port's mean should lie within a few standard errors of upstream's,
+    with a similar standard deviation.
+    """
+    import paddle
+    import torch
+
+    upstream, port = Side("torch", "float32", size, "softmax"), Side("paddle", "float32", size, "softmax")
+    classes = upstream.logits.argmax(axis=1)
+    t_targets, p_targets = upstream.targets(classes), port.targets(classes)
+    t_cam_object, p_cam_object = upstream.cam_object(*case), port.cam_object(*case)
+    cams = t_cam_object(upstream.x, t_targets)
+    for name in ("ROADCombined", "ARCC"):
+        t_metric = metric_calls(upstream, t_cam_object)[name]
+        p_metric = metric_calls(port, p_cam_object)[name]
+        t_runs, p_runs = [], []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            t_runs.append(t_metric(upstream.x, cams, t_targets, upstream.model))
+            paddle.seed(seed)
+            p_runs.append(p_metric(port.x, cams, p_targets, port.model))
+        t_runs, p_runs = np.array(t_runs, np.float64), np.array(p_runs, np.float64)
+        t_std, p_std = t_runs.std(axis=0, ddof=1), p_runs.std(axis=0, ddof=1)
+        stderr = np.sqrt((t_std**2 + p_std**2) / seeds)
+        z = np.divide(p_runs.mean(0) - t_runs.mean(0), stderr, out=np.zeros_like(stderr), where=stderr > 0)
+        print(f"{case[0]}({case[1]}) {name} over {seeds} seeds: upstream mean {t_runs.mean(0)} std {t_std}; "
+              f"port mean {p_runs.mean(0)} std {p_std}; (port - upstream) / standard error {z}")
+    release_hooks(t_cam_object)
+    release_hooks(p_cam_object)
+
+
 def _cell(values) -> str:
     if values is None:
         return "—"
@@ -287,6 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", default=["RefineCAM:GradCAM", "RefineCAM:GradCAMPlusPlus",
                                                        "RefineCAM:EigenCAM", "SESS:GradCAM"])
     parser.add_argument("--metrics", nargs="+", default=None, help="only these metric names (default all)")
+    parser.add_argument("--distribution", type=int, default=0, metavar="N",
+                        help="instead of the table: ROADCombined and ARCC over N seeds of each side's own "
+                        "generator, their means and standard deviations (float32)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(REPO_ROOT))
@@ -296,6 +335,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     paddle.base.core.set_num_threads(1)
     cases = [tuple(case.split(":")) for case in args.cases]
+    if args.distribution:
+        for case in cases:
+            noise_distribution(args.size, case, args.distribution)
+        return 0
     rows = []
     for dtype in args.dtype:
         for target_kind in args.targets:
