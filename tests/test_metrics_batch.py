@@ -13,7 +13,7 @@ Paddle's generators give different numbers for the same seed.  The reported
 "ARCC differs from upstream by up to 4%" is that noise and nothing in the
 port: with the port drawing its noise as upstream does (``same_noise``) ARCC
 agrees to 1.2e-7 on upstream's CAMs (float32) and exactly in float64, while
-upstream's own ARCC moves by 3 to 9% from one torch seed to the next
+upstream's own ARCC ranges over 3 to 9% of its value across six torch seeds
 (``test_arcc_difference_is_roads_noise``; ``python -m tools.metric_noise``
 prints every metric's numbers).  ARCC inherits ROAD's relative noise in full
 when its ROAD term is small: the harmonic mean is then about
@@ -56,6 +56,8 @@ SIZE = 64
 ARCH = "resnet18"
 SEED = 0
 ROAD_PERCENTILES = [30, 70]
+# Seeds of each generator for comparing ROAD's distributions (deterministic: the generators are seeded).
+SEEDS_FOR_DISTRIBUTION = 10
 # A map is informative when each image's max - min exceeds this.
 MIN_STRUCTURE = 0.1
 
@@ -284,26 +286,36 @@ def test_arcc_in_float64_is_upstreams(setting, same_noise, monkeypatch):
 
 
 def test_arcc_difference_is_roads_noise(setting):
-    """With each framework's own generator ARCC differs from upstream's, but no more than upstream's own
-    ARCC moves when only torch's seed changes: the reported 4% is ROAD's noise, not the port."""
+    """With each framework's own generator ARCC differs from upstream's beyond its bound, yet ROAD's scores
+    have the same distribution on both sides: the reported 4% is ROAD's noise, not the port.
+
+    The distribution is compared on ROAD's building block, one MoRF percentile (one imputation per
+    image, so ten seeds stay cheap); ``python -m tools.metric_noise --distribution 10`` does it for
+    ROADCombined and ARCC (|z| <= 1.4 there)."""
     case = "RefineCAM(GradCAMPlusPlus)"
     entry = setting("float32")
     t_cam, p_cam, t_cams, _ = case_of(setting, case)
     t_tg, p_tg = _targets(entry["classes"])
-    upstream_runs = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        upstream_runs.append(t_arcc.ARCC(t_cam, road_percentiles=ROAD_PERCENTILES)(entry["tx"], t_cams, t_tg, entry["tm"]))
-    spread = np.ptp(np.stack(upstream_runs), axis=0)
-    port = _seeded(lambda: p_arcc.ARCC(p_cam, road_percentiles=ROAD_PERCENTILES)(entry["px"], t_cams, p_tg, entry["pm"]))
-    difference = np.abs(port - upstream_runs[0])
-    road = _seeded(lambda: t_road.ROADCombined(ROAD_PERCENTILES)(entry["tx"], t_cams, t_tg, entry["tm"]))
-    informative = _arcc_informative(road)
-    assert informative.any(), f"ROADCombined {road} clipped for every image"
+    upstream_arcc = _seeded(lambda: t_arcc.ARCC(t_cam, ROAD_PERCENTILES)(entry["tx"], t_cams, t_tg, entry["tm"]))
+    port_arcc = _seeded(lambda: p_arcc.ARCC(p_cam, ROAD_PERCENTILES)(entry["px"], t_cams, p_tg, entry["pm"]))
+    _check_arcc_informative(case, upstream_arcc)
     # The noise is real: without same_noise the comparison fails its bound, so the same-noise tests can fail.
-    assert difference[informative].max() > BOUNDS["unit"], f"ARCC with Paddle's own noise differs by only {difference}"
-    assert np.all(spread[informative] > BOUNDS["unit"]), f"upstream's ARCC hardly moves between seeds: {spread}"
-    assert np.all(difference <= 2 * spread), f"port vs upstream {difference} beyond upstream's own seed spread {spread}"
+    assert np.abs(port_arcc - upstream_arcc).max() > BOUNDS["unit"], f"ARCC {port_arcc} vs {upstream_arcc}"
+
+    upstream_runs, port_runs = [], []
+    for seed in range(SEEDS_FOR_DISTRIBUTION):
+        torch.manual_seed(seed)
+        upstream_runs.append(t_road.ROADMostRelevantFirst(70)(entry["tx"], t_cams, t_tg, entry["tm"]))
+        paddle.seed(seed)
+        port_runs.append(p_road.ROADMostRelevantFirst(70)(entry["px"], t_cams, p_tg, entry["pm"]))
+    upstream_runs, port_runs = np.array(upstream_runs, np.float64), np.array(port_runs, np.float64)
+    t_std, p_std = upstream_runs.std(axis=0, ddof=1), port_runs.std(axis=0, ddof=1)
+    assert np.all(t_std > 1e-6) and np.all(p_std > 1e-6), f"ROAD hardly moves between seeds: {t_std}, {p_std}"
+    # Measured: std ratio (port / upstream) 0.69 and 1.34, |z| 1.3 and 1.0 (30 seeds: 0.4 and 1.3).  Noise three
+    # times too large or too small, or a mean shifted by 4 standard errors (about 1.4e-4 here), fails.
+    assert np.all((t_std / 3 < p_std) & (p_std < 3 * t_std)), f"ROAD's spread: port {p_std}, upstream {t_std}"
+    z = (port_runs.mean(axis=0) - upstream_runs.mean(axis=0)) / np.sqrt((t_std**2 + p_std**2) / SEEDS_FOR_DISTRIBUTION)
+    assert np.all(np.abs(z) < 4), f"ROADMostRelevantFirst(70)'s mean differs by {z} standard errors"
 
 
 # -- breakage: a per-image mistake at batch 2 must fail ------------------------------------------
