@@ -12,7 +12,7 @@ ROAD's noise.  ROAD fills the removed pixels by linear imputation plus
 Paddle's generators give different numbers for the same seed.  The reported
 "ARCC differs from upstream by up to 4%" is that noise and nothing in the
 port: with the port drawing its noise as upstream does (``same_noise``) ARCC
-agrees to 1.2e-7 on upstream's CAMs (float32) and exactly in float64, while
+agrees to 1.2e-7 on upstream's CAMs here (3.4e-7 with four ROAD percentiles; float32) and exactly in float64, while
 upstream's own ARCC ranges over 3 to 9% of its value across six torch seeds
 (``test_arcc_difference_is_roads_noise``; ``python -m tools.metric_noise``
 prints every metric's numbers).  ARCC inherits ROAD's relative noise in full
