@@ -213,6 +213,7 @@ def test_impossible_method_options_and_bad_layers_are_refused_before_any_work(tm
 
 
 # -- models, weights and inputs without torch ----------------------------------------------------
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_torchvision_default_weights_are_the_harness_conversion(tmp_path, small_image, weights_pair):
     """--weights default goes through the harness's converter: same CAM as its .pdparams given directly."""
     outputs = {}
@@ -225,6 +226,7 @@ def test_torchvision_default_weights_are_the_harness_conversion(tmp_path, small_
     assert np.array_equal(outputs["default"], outputs["pdparams"])
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_seeded_weights_are_deterministic(tmp_path, small_image):
     maps = []
     for run in ("a", "b"):
@@ -235,6 +237,7 @@ def test_seeded_weights_are_deterministic(tmp_path, small_image):
     assert np.array_equal(maps[0], maps[1])
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_pdparams_that_does_not_fit_the_model_is_one_line(tmp_path, small_image):
     import paddle
 
@@ -249,6 +252,7 @@ def test_pdparams_that_does_not_fit_the_model_is_one_line(tmp_path, small_image)
     assert not out.exists()
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_folder_of_images_gives_one_output_set_per_image(tmp_path, small_image):
     images = tmp_path / "images"
     images.mkdir()
@@ -292,6 +296,7 @@ def test_list_layers_prints_paths_the_target_option_resolves(tmp_path):
     assert any(line.startswith("2_1") for line in lines)  # its blocks' names are not identifiers, yet resolve
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_a_factory_model_with_its_own_target(tmp_path, small_image):
     (tmp_path / "tiny_models.py").write_text(
         "import paddle\n"
@@ -318,6 +323,7 @@ def test_a_factory_model_with_its_own_target(tmp_path, small_image):
     )
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_unknown_model_and_jit_saved_model_are_explained(tmp_path, small_image):
     assert_one_line_error(run_cam("--model", "resnet51", "--image-path", small_image, "--output-dir", tmp_path / "o"),
                           "resnet51", "paddle.vision", "package.module:factory")
@@ -330,6 +336,7 @@ def test_unknown_model_and_jit_saved_model_are_explained(tmp_path, small_image):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_verbose_shows_what_a_normal_run_hides(tmp_path, small_image):
     if shutil.which("ccache"):
         pytest.skip("ccache is installed here, so Paddle has nothing to warn about on import")
@@ -338,6 +345,7 @@ def test_verbose_shows_what_a_normal_run_hides(tmp_path, small_image):
     assert "ccache" in result.stderr
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_paddle_pretrained_weights_offline_is_one_line(tmp_path, small_image):
     import socket
 
@@ -356,6 +364,7 @@ def test_paddle_pretrained_weights_offline_is_one_line(tmp_path, small_image):
     assert not out.exists()
 
 
+@pytest.mark.slow  # make test's 10-minute budget: the slow tier (make test-all, the workflow) runs it
 def test_a_paddleclas_model_by_name(tmp_path, small_image):
     if importlib.util.find_spec("paddleclas") is None:
         pytest.skip("PaddleClas is not installed")
