@@ -60,14 +60,38 @@ from paddle_impl.errors import UserError
 from parity.arch_spec import PADDLECLAS_PREFIX, TIMM_PREFIX, TRANSFER_RULES, ArchSpec, Switch
 from parity.hubs import HubPair, hub_entries
 
-__all__ = ["ArchSpec", "Switch", "HubPair", "ARCHS", "HUB_PAIRS", "DEFAULT_ARCH", "TRANSFER_RULES", "arch", "arch_names",
+__all__ = ["ArchSpec", "Switch", "HubPair", "SeededTwin", "ARCHS", "HUB_PAIRS", "DEFAULT_ARCH", "TRANSFER_RULES", "arch", "arch_names",
            "hub_pair_names", "pair_by_id", "unregistered_pair", "missing_builders"]
 
 DEFAULT_ARCH = "resnet50"
 
 
+class SeededTwin(ArchSpec):
+    """A torchvision twin whose seeded weights also get noise on every tensor torchvision's init leaves constant.
+
+    A fresh torchvision model has BatchNorm weight 1 / bias 0, running mean 0 /
+    variance 1 and zero conv and Linear biases: nothing a trained network has,
+    and at small inputs enough to leave a CAM flat (mobilenet_v3_large's
+    ScoreCAM at 64x64 compared two all-zero maps).  The hub pairs' rule
+    (:func:`parity.hubs.seeding.randomize_constant_tensors`) replaces each such
+    tensor; the file name carries the rule's version, so that weights (and
+    the upstream results cached for them) made by another rule are never
+    reused.
+    """
+
+    @property
+    def default_weights_name(self) -> str:
+        """``resnet18_s2_seed0.pth``: the seeding rule's version, then the seed."""
+        from parity.hubs.seeding import SEEDING_VERSION
+
+        return f"{self.name}_s{SEEDING_VERSION}_seed0.pth"
+
+
 def _resnet(name: str) -> ArchSpec:
-    return ArchSpec(name, "resnet", name, name, "name", "layer4[-1]", "layer4[-1]")
+    # ResNet50's seeded weights are those of the quick, full, tiny and all-methods profiles, whose committed numbers
+    # and upstream caches were measured on them (none of their cases is vacuous): it keeps torchvision's plain init.
+    kind = ArchSpec if name == DEFAULT_ARCH else SeededTwin
+    return kind(name, "resnet", name, name, "name", "layer4[-1]", "layer4[-1]")
 
 
 _DENSENET_TARGET_NOTE = (
@@ -92,10 +116,10 @@ _ARCH_LIST: List[ArchSpec] = [
     _resnet("resnet101"),
     _resnet("resnext50_32x4d"),
     _resnet("wide_resnet50_2"),
-    ArchSpec("vgg11", "vgg", "vgg11", "vgg11", "name", "features[-1]", "features[-1]"),
-    ArchSpec("vgg16", "vgg", "vgg16", "vgg16", "name", "features[-1]", "features[-1]"),
-    ArchSpec("mobilenet_v2", "mobilenet", "mobilenet_v2", "mobilenet_v2", "name", "features[-1]", "features[-1]"),
-    ArchSpec(
+    SeededTwin("vgg11", "vgg", "vgg11", "vgg11", "name", "features[-1]", "features[-1]"),
+    SeededTwin("vgg16", "vgg", "vgg16", "vgg16", "name", "features[-1]", "features[-1]"),
+    SeededTwin("mobilenet_v2", "mobilenet", "mobilenet_v2", "mobilenet_v2", "name", "features[-1]", "features[-1]"),
+    SeededTwin(
         "mobilenet_v3_large",
         "mobilenet",
         "mobilenet_v3_large",
@@ -105,7 +129,7 @@ _ARCH_LIST: List[ArchSpec] = [
         "lastconv",
         target_note="torchvision keeps the last conv block as features[-1]; Paddle calls the same block lastconv",
     ),
-    ArchSpec(
+    SeededTwin(
         "densenet121",
         "densenet",
         "densenet121",
@@ -118,7 +142,7 @@ _ARCH_LIST: List[ArchSpec] = [
         parity_torch_target_layer="features.denseblock4",
         parity_paddle_target_layer="db_conv_5",
     ),
-    ArchSpec(
+    SeededTwin(
         "squeezenet1_1",
         "squeezenet",
         "squeezenet1_1",
@@ -130,7 +154,7 @@ _ARCH_LIST: List[ArchSpec] = [
         known_difference=_SQUEEZENET_DIFFERENCE,
         differs_at=("features.0", "_conv"),
     ),
-    ArchSpec(
+    SeededTwin(
         "shufflenet_v2_x1_0",
         "shufflenet",
         "shufflenet_v2_x1_0",

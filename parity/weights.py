@@ -179,10 +179,15 @@ def torch_resnet50(state: Mapping[str, np.ndarray] = None, dtype: str = "float32
 def seeded_torch_state(arch: str = DEFAULT_ARCH, seed: int = DEFAULT_SEED, randomize_batch_norm: bool = False) -> Dict[str, Any]:
     """``torch.manual_seed(seed)`` then torchvision's builder: the state dict of the default weights (torch tensors).
 
-    With ``randomize_batch_norm`` every batch norm's running mean/variance
-    and affine terms, and every Linear bias, are drawn from a generator seeded
-    with ``seed + 1``: a fresh init has mean 0, variance 1, weight 1 and bias
-    0, which would hide a mean/variance or weight/bias mix-up in a transfer.
+    A :class:`parity.model_zoo.SeededTwin` (every twin but ResNet50) and a hub
+    pair then get seeded noise on every tensor the builder leaves constant
+    (:func:`parity.hubs.seeding.randomize_constant_tensors`, generator seeded
+    with ``seed + 1``), as trained weights would have.
+
+    ``randomize_batch_norm`` is the older, narrower rule, kept for the tests
+    measured on it: instead of the above, every batch norm's running
+    mean/variance and affine terms, and every Linear bias, are drawn from a
+    generator seeded with ``seed + 1``.
     """
     import torch
 
@@ -194,8 +199,8 @@ def seeded_torch_state(arch: str = DEFAULT_ARCH, seed: int = DEFAULT_SEED, rando
         return seeded_hub_state(spec, seed)
     torch.manual_seed(seed)
     model = spec.new_torch_model()
+    generator = torch.Generator().manual_seed(seed + 1)
     if randomize_batch_norm:
-        generator = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -206,6 +211,13 @@ def seeded_torch_state(arch: str = DEFAULT_ARCH, seed: int = DEFAULT_SEED, rando
                     module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
                 elif isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    elif isinstance(spec, model_zoo.SeededTwin):
+        from parity.hubs.seeding import constant_tensor_names, randomize_constant_tensors
+
+        randomize_constant_tensors(model, generator)
+        left = constant_tensor_names(model)
+        if left:
+            raise RuntimeError(f"{arch}: tensors still constant after seeding: {', '.join(left[:6])}")
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
