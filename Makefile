@@ -8,7 +8,9 @@
 #   make parity        full float32 parity matrix -> reports/         (DEVICE=cpu|gpu, JOBS=N)
 #   make parity-f64    full float64 parity matrix -> reports/f64/
 #   make parity-quick  quick profile              -> reports/quick/
-#   make bench         timing benchmark
+#   make bench         quick timing benchmark (< 10 min on 2 cores) -> reports/bench.md
+#   make bench-all     the whole timing grid -> reports/bench_all.md, bench_zoo.md, bench_smooth.md, bench_hubs.md
+#                      (BENCH_SHARD=K/N runs one shard of it into build/bench/; make bench-merge joins them)
 #   make lint-workflows  actionlint on .github/workflows/*.yml
 #   make clean / distclean
 
@@ -24,7 +26,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := test
-.PHONY: install fixtures weights test test-all parity parity-f64 parity-quick bench lint-workflows clean distclean
+.PHONY: install fixtures weights test test-all parity parity-f64 parity-quick bench bench-all bench-parts bench-merge lint-workflows clean distclean
 
 install: $(STAMP)
 
@@ -57,8 +59,50 @@ parity-f64: fixtures weights
 parity-quick: fixtures weights
 	$(PYTHON) -m parity --profile quick --dtype float32 --device $(DEVICE) --jobs $(JOBS) --out reports/quick
 
+# -- timing (parity.bench) ----------------------------------------------------------------
+BENCH := $(PYTHON) -m parity.bench
+BENCH_WORK ?= build/bench
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+BENCH_QUICK_THREADS ?= 2
+BENCH_THREADS ?= $(if $(filter 1,$(NPROC)),1,1,$(NPROC))
+BENCH_SHARD ?=
+SEED_LIGHT := gradcam,gradcam++,xgradcam,eigencam,eigengradcam,layercam
+ALL_LIGHT := gradcam,gradcam++,xgradcam,eigencam,eigengradcam,layercam,hirescam,gradcamelementwise,fullgrad,shapleycam,fem,kpca_cam,randomcam,finercam,segeigencam,refinecam,sess,dff
+HEAVY := ablationcam,scorecam
+ZOO := resnet18,resnet34,resnet101,resnext50_32x4d,wide_resnet50_2,vgg11,vgg16,mobilenet_v2,mobilenet_v3_large,densenet121,squeezenet1_1,shufflenet_v2_x1_0
+SMALL_ZOO := resnet18,mobilenet_v2,mobilenet_v3_large,squeezenet1_1,shufflenet_v2_x1_0
+HUB_BENCH := resnet50d,deit_tiny_patch16_224
+# a part's file: NAME, or NAME.K-of-N for a shard
+part = $(BENCH_WORK)/$(1)$(if $(BENCH_SHARD),.$(subst /,-of-,$(BENCH_SHARD)))
+BENCH_GRID = $(BENCH) --size 224 --threads $(BENCH_THREADS) --out $(BENCH_WORK) $(if $(BENCH_SHARD),--shard $(BENCH_SHARD))
+
+# The quick form: ResNet50 at 224x224, batch 1, the seed's light six (2 processes x 2 calls each), and ScoreCAM on
+# ResNet18 once (its throughput line); measured at 6 min 40 s on the loaded 2-core machine.
 bench: fixtures weights
-	$(PYTHON) -m parity.bench
+	$(BENCH) --methods $(SEED_LIGHT) --threads $(BENCH_QUICK_THREADS) --repeat 2 --calls 2 --remeasure 2 --out $(BENCH_WORK) --name quick-light
+	$(BENCH) --model resnet18 --methods scorecam --size 224 --threads $(BENCH_QUICK_THREADS) --throughput-batches 1,16,32 --out $(BENCH_WORK) --name quick-scorecam
+	$(BENCH) merge $(BENCH_WORK)/quick-light.json $(BENCH_WORK)/quick-scorecam.json --out reports --name bench
+
+# The whole grid of issue 22, at 1 thread and every core.  ScoreCAM and AblationCAM at batch 8, and with smoothing,
+# make one call per process (--heavy-calls 0: a second one would cost another hour).
+bench-parts: fixtures weights
+	$(BENCH_GRID) --methods $(ALL_LIGHT) --batch 1,8 --calls 2 --name $(notdir $(call part,all-light))
+	$(BENCH_GRID) --methods $(HEAVY) --batch 1 --name $(notdir $(call part,all-heavy-b1))
+	$(BENCH_GRID) --methods $(HEAVY) --batch 8 --heavy-calls 0 --name $(notdir $(call part,all-heavy-b8))
+	$(BENCH_GRID) --methods seed --smooth aug,eigen --calls 2 --heavy-calls 0 --name $(notdir $(call part,smooth))
+	$(BENCH_GRID) --model $(ZOO) --methods $(SEED_LIGHT) --batch 1,8 --calls 2 --name $(notdir $(call part,zoo-light))
+	$(BENCH_GRID) --model $(ZOO) --methods $(HEAVY) --batch 1 --name $(notdir $(call part,zoo-heavy-b1))
+	$(BENCH_GRID) --model $(SMALL_ZOO) --methods $(HEAVY) --batch 8 --heavy-calls 0 --name $(notdir $(call part,zoo-heavy-b8))
+	$(BENCH_GRID) --model $(HUB_BENCH) --methods seed --calls 2 --name $(notdir $(call part,hubs))
+
+bench-merge:
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/all-*.json) --out reports --name bench_all
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/smooth*.json) --out reports --name bench_smooth
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/zoo-*.json) --out reports --name bench_zoo
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/hubs*.json) --out reports --name bench_hubs
+
+bench-all: bench-parts
+	$(MAKE) bench-merge
 
 lint-workflows: install
 	$(VENV)/bin/actionlint .github/workflows/*.yml

@@ -1,30 +1,29 @@
 """``python -m parity.bench``: how long each CAM method takes in the Paddle port and in upstream pytorch_grad_cam.
 
-For every selected method (no smoothing, target layer ``layer4``, the image at
-its own size unless ``--size``) the Paddle worker and the upstream torch
-worker (``python -m parity.worker``) are run *alternately* -- paddle, torch,
-paddle, torch, ... -- each in a fresh process of its own with the same
-explicit thread count (``torch.set_num_threads`` / Paddle's
-``set_num_threads``, and ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` =
-``OPENBLAS_NUM_THREADS`` in the child's environment).  Alternating spreads any
-drift of the machine (other load, thermal state) over both frameworks instead
-of handing it to whichever ran second.
+A *cell* is (model, batch, threads, smoothing, method).  For each cell the Paddle and the torch
+timing workers (``python -m parity.bench_worker``) run *alternately* -- paddle, torch, paddle,
+torch, ... -- each in a fresh process of its own with the cell's thread count
+(``torch.set_num_threads`` / Paddle's ``set_num_threads``, and ``OMP_NUM_THREADS`` =
+``MKL_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` in the child's environment), so that drift of the
+machine spreads over both frameworks.  The worker calls the CAM as a user does, with no recording
+hooks: one first call, timed on its own (set-up: predictor building, oneDNN primitives), then
+``--calls`` more calls timed one by one (the per-call time that counts).  A cell whose ratio comes
+out within ±5% of 1.0× gets ``--remeasure`` more pairs before it counts.
 
-The time that counts is the worker's own ``seconds``: the ``cam(...)`` call
-alone, without imports, model construction or weight loading.  The process
-wall time is recorded too.  Per framework the median of the samples is
-reported, and paddle/torch is the ratio of the medians.
+With ScoreCAM or AblationCAM among the methods the bench also measures, each in a process of its
+own, the machine's float32 peak (a large torch matmul at each thread count) and the plain network
+forward at several batch sizes in both frameworks (Paddle's compiled predictor included), and writes
+one throughput line per heavy cell and framework: forwards run, FLOPs per forward (torch's
+FlopCounterMode), achieved GFLOP/s, against the peak and against the network's best forward.
 
-Output: ``OUT/bench.json`` (machine, versions, settings, every sample) and
-``OUT/bench.md`` (a table, plus the wall times of a full ``make parity`` run
-when a timing file is given with ``--parity-log`` or found at
-``OUT/parity_timing.json`` or ``reports/parity_timing.json``).  Both are
-written atomically.  A progress line per run goes to stderr, the table to
-stdout at the end.
+Output: ``OUT/NAME.json`` (machine, versions, settings, every sample) and ``OUT/NAME.md`` (one table
+per model, batch, thread count and smoothing), both written atomically.  ``--shard K/N`` runs every
+N-th cell; ``python -m parity.bench merge A.json B.json ... --out DIR --name NAME`` joins shards or
+separate runs into one report.
 
-This process imports neither torch nor paddle: the workers do.  Exit status:
-0 when every run succeeded, 1 when some run failed (its method is reported as
-an error), 2 for bad arguments, 130 when interrupted.
+This process imports neither torch nor paddle: the workers do.  Exit status: 0 when every run
+succeeded, 1 when some run failed (its cell is reported as an error), 2 for bad arguments, 130 when
+interrupted.
 """
 from __future__ import annotations
 
@@ -36,30 +35,24 @@ import math
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
-from parity.cli import _csv_choices, _positive_int
+from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, near_parity, project_words,
+                                 render_json, render_markdown, summarize, table_for_stdout)
+from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
+from parity.cli import _csv_choices, _positive_int, _shard
 from parity.provenance import cpu_name, package_versions, project_state
-from parity.registry import METHODS, SEED_METHODS, resolve_methods
-from parity.worker import THREAD_ENV_VARS, WorkerJob, worker_environment
+from parity.registry import METHODS, resolve_methods
+from parity.worker import worker_environment
 
-__all__ = [
-    "FRAMEWORKS",
-    "schedule",
-    "summarize",
-    "render_markdown",
-    "render_json",
-    "load_parity_timing",
-    "build_parser",
-    "main",
-]
+__all__ = ["FRAMEWORKS", "Cell", "schedule", "bench_cells", "shard_cells", "measure_cells", "merge_data",
+           "load_parity_timing", "build_parser", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = REPO_ROOT / "fixtures" / "both.png"
@@ -67,220 +60,105 @@ DEFAULT_PARITY_TIMING = REPO_ROOT / "reports" / "parity_timing.json"
 PARITY_TIMING_NAME = "parity_timing.json"
 TARGET_LAYER = "layer4"
 DEFAULT_MODEL = "resnet50"
-FRAMEWORKS = ("paddle", "torch")  # the order within each alternating pair
 LOG_TAIL_CHARS = 2000
+SMOOTH_CHOICES = {"none": "no_smooth", "aug": "aug_smooth", "eigen": "eigen_smooth", "aug_eigen": "aug_eigen_smooth"}
+# Heavy cells cost minutes each: near parity they get at most this many extra pairs.
+HEAVY_REMEASURE_PAIRS = 1
+
+Cell = Tuple[str, int, int, str, str]  # (model, batch, threads, smooth, method)
+_project_words = project_words  # the name tests and older callers use
+
+
+def _is_heavy(method: str) -> bool:
+    return METHODS[method].reruns_network_per_channel
+
+
+def _key(cell: Cell) -> str:
+    return cell_key(*cell)
 
 
 # -- the plan -----------------------------------------------------------------------------
-def schedule(methods: Sequence[str], repeat: int, heavy_repeat: int) -> List[Tuple[str, str]]:
-    """The runs, in order: for each method, ``n`` pairs (paddle, torch), where ``n`` is
-    ``heavy_repeat`` for methods that rerun the network once per channel and ``repeat`` otherwise."""
-    runs: List[Tuple[str, str]] = []
-    for name in methods:
-        count = heavy_repeat if METHODS[name].reruns_network_per_channel else repeat
-        for _ in range(count):
-            runs.extend((name, framework) for framework in FRAMEWORKS)
-    return runs
+def bench_cells(models: Sequence[str], batches: Sequence[int], threads: Sequence[int], smooths: Sequence[str],
+                methods: Sequence[str]) -> List[Cell]:
+    """Every cell, model by model, batch by batch, thread count by thread count, smoothing by smoothing, methods in
+    the given order; a method without that smoothing in upstream's API has no cell."""
+    return [(model, batch, count, smooth, method) for model in models for batch in batches for count in threads
+            for smooth in smooths for method in methods if smooth in METHODS[method].smooths]
 
 
-# -- summarising --------------------------------------------------------------------------
-def _median(values: Sequence[float]) -> Optional[float]:
-    return float(statistics.median(values)) if values else None
+def schedule(cells: Sequence[Cell], repeat: int, heavy_repeat: int) -> List[Tuple[Cell, str]]:
+    """The runs, in order: for each cell ``n`` pairs (paddle, torch), ``n`` being ``heavy_repeat`` for the methods
+    that rerun the network per channel and ``repeat`` for the others."""
+    return [(cell, framework) for cell in cells
+            for _ in range(heavy_repeat if _is_heavy(cell[4]) else repeat) for framework in FRAMEWORKS]
 
 
-def _ratio(paddle: Optional[float], torch: Optional[float]) -> Optional[float]:
-    if paddle is None or torch is None or torch <= 0:
-        return None
-    return paddle / torch
+def shard_cells(cells: Sequence[Cell], shard: Optional[Tuple[int, int]]) -> List[Cell]:
+    """Shard K of N: every N-th cell from the K-th, so that each shard gets a like share of every model."""
+    if shard is None:
+        return list(cells)
+    index, count = shard
+    return list(cells[index - 1::count])
 
 
-def summarize(samples: Dict[str, Dict[str, Dict[str, List]]]) -> Dict[str, Dict]:
-    """Per method: medians, ratio, the largest peak memory and every sample, from
-    ``{method: {framework: {"seconds": [...], "wall_seconds": [...], "peak_rss_mb": [...], "errors": [...]}}}``."""
-    summary: Dict[str, Dict] = {}
-    for name, per_framework in samples.items():
-        record: Dict = {}
-        errors: List[str] = []
-        for framework in FRAMEWORKS:
-            data = per_framework.get(framework, {})
-            seconds = list(data.get("seconds", []))
-            record[f"{framework}_seconds"] = _median(seconds)
-            record[f"{framework}_samples"] = seconds
-            record[f"{framework}_wall_seconds"] = list(data.get("wall_seconds", []))
-            peaks = list(data.get("peak_rss_mb", []))
-            record[f"{framework}_peak_rss_mb"] = max(peaks) if peaks else None
-            errors.extend(f"{framework}: {error}" for error in data.get("errors", []))
-        record["ratio"] = _ratio(record["paddle_seconds"], record["torch_seconds"])
-        record["errors"] = errors
-        summary[name] = record
-    return summary
+def _empty_samples() -> Dict[str, List]:
+    return {name: [] for name in ("seconds", "first_call_seconds", "wall_seconds", "peak_rss_mb", "forward_count",
+                                  "channels", "flops_per_forward", "errors")}
 
 
-# -- rendering ----------------------------------------------------------------------------
-def _seconds(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+Runner = Callable[[Cell, str], Tuple[Optional[Dict], float, Optional[str]]]
 
 
-def _mib(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.0f}"
+def measure_cells(cells: Sequence[Cell], repeat: int, heavy_repeat: int, remeasure: int, run: Runner,
+                  log: Callable[[str], None] = lambda line: None) -> Tuple[Dict[str, Dict], bool]:
+    """Measure every cell with ``run(cell, framework) -> (worker result or None, wall seconds, error or None)``,
+    in pairs; a cell whose ratio is within ±5% of 1.0× gets ``remeasure`` more pairs (heavy cells at most
+    ``HEAVY_REMEASURE_PAIRS``).  Returns the summary per cell key and whether every run succeeded."""
+    samples: Dict[str, Dict[str, Dict[str, List]]] = {}
+    extra_pairs: Dict[str, int] = {}
+    all_ok = True
+    total = len(schedule(cells, repeat, heavy_repeat))
+    done = 0
 
+    def one(cell: Cell, framework: str, total_text: str) -> None:
+        nonlocal all_ok, done
+        done += 1
+        result, wall, error = run(cell, framework)
+        record = samples[_key(cell)][framework]
+        record["wall_seconds"].append(wall)
+        if error is None:
+            record["seconds"].extend(result["seconds"])
+            first = result.get("first_call_seconds")
+            if first is not None:
+                record["first_call_seconds"].append(first)
+            for name in ("peak_rss_mb", "forward_count", "channels", "flops_per_forward"):
+                if result.get(name) is not None:
+                    record[name].append(result[name])
+            calls = ", ".join(f"{s:.3f}" for s in result["seconds"])
+            status = f"one call {calls} s" if first is None else f"first call {first:.3f} s, then {calls} s"
+        else:
+            record["errors"].append(error)
+            all_ok = False
+            status = "FAILED: " + error.splitlines()[0][:300]
+        log(f"bench [{done}/{total_text}] {_key(cell)} {framework}: {status} (process {wall:.1f} s)")
 
-def _ratio_text(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    # two decimals would print AblationCAM's 0.0077 as 0.01, right on its target
-    return f"{value:.2g}×" if value < 0.1 else f"{value:.2f}×"
-
-
-def _duration(value: Optional[float]) -> str:
-    if value is None:
-        return "not measured"
-    text = f"{value:.1f} s"
-    if value >= 60:
-        minutes, secs = divmod(int(round(value)), 60)
-        hours, minutes = divmod(minutes, 60)
-        text += f" ({hours} h {minutes:02d} min {secs:02d} s)" if hours else f" ({minutes} min {secs:02d} s)"
-    return text
-
-
-def _samples_text(record: Dict) -> str:
-    counts = [len(record.get(f"{framework}_samples", [])) for framework in FRAMEWORKS]
-    text = f"{counts[0]} each" if counts[0] == counts[1] else ", ".join(f"{f} {c}" for f, c in zip(FRAMEWORKS, counts))
-    if record.get("errors"):
-        text += f" ({len(record['errors'])} failed)"
-    return text
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _load_lines(machine: Dict) -> List[str]:
-    before, after = machine.get("load_average_before"), machine.get("load_average_after")
-    if not before and not after:
-        return []
-    line = (f"- Load average (1/5/15 min): {', '.join(map(str, before)) if before else '?'} before, "
-            f"{', '.join(map(str, after)) if after else '?'} after")
-    cores = machine.get("cores") or 0
-    # The bench's own runs keep `threads` cores busy, so they count in the load "after" but not "before".
-    own = machine.get("threads") or 0
-    others = max((before or [0])[0], (after or [0])[0] - own)
-    if cores and others > 0.5 * cores:
-        line += (f" — the {cores}-core machine was busy just before or during the run (the 1-minute average "
-                 "also counts work that ended up to a minute or so before the bench began), so these times may "
-                 "be noisier than usual")
-    return [line]
-
-
-def _project_words(project) -> str:
-    """``commit `4a53b7f…` (clean tree)``; older bench.json files recorded no commit."""
-    if not isinstance(project, dict) or not project.get("commit"):
-        return "commit not recorded"
-    state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
-    return f"commit `{project['commit'][:12]}` ({state})"
-
-
-def render_markdown(data: Dict) -> str:
-    """``bench.md`` from the dict that is also written as ``bench.json``."""
-    machine, settings = data["machine"], data["settings"]
-    versions = machine.get("versions", {})
-    threads = settings["threads"]
-    size = settings.get("image_size")
-    size_text = f"{size[0]}×{size[1]}" if size else "its own size"
-    lines = [
-        "# Paddle vs PyTorch Grad-CAM timing",
-        "",
-        f"- Machine: {machine['cpu']} ({machine['cores']} cores), {machine.get('platform', '')}".rstrip(", "),
-        "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
-        f"- Date: {machine['date']}",
-        f"- Project: {_project_words(machine.get('project'))}",
-        *_load_lines(machine),
-        f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}, no smoothing; "
-        f"models (seeded weights): {_models_text(settings)}",
-        f"- Command: `{settings['command']}`",
-        "",
-        f"Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), "
-        f"with {threads} thread{'s' if threads != 1 else ''} "
-        f"(`torch.set_num_threads` / Paddle's `set_num_threads`, and {', '.join(f'`{v}`' for v in THREAD_ENV_VARS)} = {threads}). "
-        f"The times are the `cam(...)` call only (imports and model loading excluded), the median of the samples: "
-        f"{settings['repeat']} per framework for the gradient and eigen methods, "
-        f"{settings['heavy_repeat']} for the methods that rerun the network per channel (ScoreCAM, AblationCAM). "
-        "paddle/torch is the ratio of the medians (above 1: the port is slower). "
-        "Peak MiB is the largest peak resident memory of a worker process (`ru_maxrss`: the interpreter, "
-        "the framework, the model and the `cam(...)` call together). "
-        "Every sample and each process's wall time are in `bench.json`.",
-        "",
-    ]
-    # one-model, one-batch benches keep the seed bench's table; others say which row is which
-    several = len(settings.get("models") or [DEFAULT_MODEL]) > 1 or len(settings.get("batches") or [1]) > 1
-    lead = ["model", "batch", "method"] if several else ["method"]
-    lines += ["| " + " | ".join(lead + ["paddle s", "torch s", "paddle/torch", "paddle peak MiB", "torch peak MiB", "samples"]) + " |",
-              "|" + "---|" * len(lead) + "---:|---:|---:|---:|---:|---|"]
-    for name, record in data["methods"].items():
-        cells = [str(record.get("model", DEFAULT_MODEL)), str(record.get("batch", 1)), record.get("method", name)] if several else [name]
-        lines.append(
-            f"| {' | '.join(cells)} | {_seconds(record['paddle_seconds'])} | {_seconds(record['torch_seconds'])} "
-            f"| {_ratio_text(record['ratio'])} | {_mib(record.get('paddle_peak_rss_mb'))} "
-            f"| {_mib(record.get('torch_peak_rss_mb'))} | {_samples_text(record)} |"
-        )
-    failed = {name: record["errors"] for name, record in data["methods"].items() if record.get("errors")}
-    if failed:
-        lines += ["", "## Failed runs", ""]
-        for name, errors in failed.items():
-            for error in errors:
-                first = error.strip().splitlines()[0] if error.strip() else "failed"
-                lines.append(f"- {name}: {_escape(first)}")
-    timing = data.get("parity_run")
-    if timing:
-        lines += [
-            "",
-            "## Full parity run",
-            "",
-            f"Wall time of {_command_text(timing.get('command'))} ({timing.get('date') or 'date not recorded'}):",
-            "",
-            "| run | wall time |",
-            "|---|---:|",
-            f"| cold (no cached upstream results) | {_duration(timing.get('cold_seconds'))} |",
-            f"| warm (upstream results cached) | {_duration(timing.get('warm_seconds'))} |",
-        ]
-        if timing.get("source"):
-            lines += ["", f"From `{timing['source']}`."]
-    return "\n".join(lines) + "\n"
-
-
-def _models_text(settings: Dict) -> str:
-    models = settings.get("models") or [DEFAULT_MODEL]
-    parts = [f"{m} (target layer `{settings['target_layer']}`)" if m == DEFAULT_MODEL else f"{m} (its default target layer)"
-             for m in models]
-    batches = settings.get("batches") or [1]
-    return ", ".join(parts) + f"; batch {', '.join(map(str, batches))}"
-
-
-def _command_text(command: Optional[str]) -> str:
-    """The recorded command in a code span, and the words about how it ran (after " on ") as prose."""
-    command, on, conditions = (command or "make parity").partition(" on ")
-    return f"`{command}`" + (f" on {conditions}" if on else "")
-
-
-def render_json(data: Dict) -> str:
-    return json.dumps(data, indent=1, sort_keys=False) + "\n"
-
-
-def _table_for_stdout(data: Dict) -> str:
-    rows = [("method", "paddle s", "torch s", "paddle/torch", "samples")]
-    for name, record in data["methods"].items():
-        rows.append((name, _seconds(record["paddle_seconds"]), _seconds(record["torch_seconds"]),
-                     _ratio_text(record["ratio"]), _samples_text(record)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    for cell in cells:
+        samples[_key(cell)] = {framework: _empty_samples() for framework in FRAMEWORKS}
+        for _, framework in schedule([cell], repeat, heavy_repeat):
+            one(cell, framework, str(total))
+        pairs = min(remeasure, HEAVY_REMEASURE_PAIRS) if _is_heavy(cell[4]) else remeasure
+        if pairs and near_parity(summarize({_key(cell): samples[_key(cell)]})[_key(cell)]["ratio"]):
+            extra_pairs[_key(cell)] = pairs
+            total += 2 * pairs
+            for _ in range(pairs):
+                for framework in FRAMEWORKS:
+                    one(cell, framework, f"{total}")
+    summary = summarize(samples)
+    for cell in cells:
+        model, batch, threads, smooth, method = cell
+        summary[_key(cell)].update(model=model, batch=batch, threads=threads, smooth=smooth, method=method,
+                                   heavy=_is_heavy(method), remeasured_pairs=extra_pairs.get(_key(cell), 0))
+    return summary, all_ok
 
 
 # -- the parity timing file ---------------------------------------------------------------
@@ -310,7 +188,7 @@ def load_parity_timing(path: Path) -> Dict:
         if value is not None and not isinstance(value, str):
             raise TimingFileError(f"parity timing file {path}: {key} must be a string, got {value!r}")
         timing[key] = value
-    timing["source"] = str(path)
+    timing["source"] = _display_path(path.resolve())
     return timing
 
 
@@ -332,9 +210,13 @@ _method_list = _csv_choices(["all", "seed", *METHODS], "method")
 
 
 def _model_list(text: str) -> List[str]:
-    from parity.model_zoo import arch_names
+    from parity.model_zoo import arch_names, hub_pair_names
 
-    return _csv_choices(arch_names(), "model")(text)
+    return _csv_choices([*arch_names(), *hub_pair_names()], "model")(text)
+
+
+def _smooth_list(text: str) -> List[str]:
+    return [SMOOTH_CHOICES[name] for name in _csv_choices(list(SMOOTH_CHOICES), "smoothing")(text)]
 
 
 def _file_stem(text: str) -> str:
@@ -343,8 +225,26 @@ def _file_stem(text: str) -> str:
     return text
 
 
-def _batch_list(text: str) -> List[int]:
-    return list(dict.fromkeys(_positive_int(item.strip()) for item in text.split(",") if item.strip())) or [_positive_int(text)]
+def _int_list(text: str) -> List[int]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"invalid list {text!r}: comma-separated positive integers, e.g. 1,2")
+    return list(dict.fromkeys(_positive_int(item) for item in items))
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number >= 0")
+    return value
+
+
+def default_threads() -> str:
+    """One thread and every core: the two ends of thread scaling."""
+    return ",".join(str(n) for n in dict.fromkeys([1, os.cpu_count() or 1]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m parity.bench",
         description=(
             "Time each CAM method in the Paddle port and in upstream pytorch_grad_cam: the two run alternately, "
-            "each in a fresh process with the same thread count; the median cam(...) time per framework is "
-            "written to OUT/bench.json and OUT/bench.md."
+            "each in a fresh process with the same thread count, the CAM called as a user calls it; per-call "
+            "median, spread and one-time set-up per framework go to OUT/NAME.json and OUT/NAME.md. "
+            "`python -m parity.bench merge A.json B.json ... --out DIR --name NAME` joins shards or runs."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -361,19 +262,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated methods; 'seed' the eight of the original reproduction (the default), "
                         f"'all' every CAM class: {', '.join(METHODS)}")
     parser.add_argument("--model", type=_model_list, default=DEFAULT_MODEL,
-                        help="comma-separated models of the zoo (ResNet50 at layer4, the others at their default target layer)")
-    parser.add_argument("--batch", type=_batch_list, default="1",
+                        help="comma-separated models: the zoo's torchvision twins and the timm <-> PaddleClas hub pairs "
+                             "(ResNet50 at layer4, the others at their default target layer)")
+    parser.add_argument("--batch", type=_int_list, default="1",
                         help="comma-separated batch sizes (the image repeated, as upstream's tests do)")
+    parser.add_argument("--threads", type=_int_list, default=default_threads(),
+                        help="comma-separated thread counts; every cell runs at each (both frameworks get the same)")
+    parser.add_argument("--smooth", type=_smooth_list, default="none",
+                        help=f"comma-separated smoothing modes, each a table of its own: {', '.join(SMOOTH_CHOICES)}")
     parser.add_argument("--repeat", type=_positive_int, default=3,
-                        help="runs per framework for the methods that do not rerun the network per channel")
+                        help="processes per framework for the methods that do not rerun the network per channel")
     parser.add_argument("--heavy-repeat", type=_positive_int, default=1,
-                        help="runs per framework for ScoreCAM and AblationCAM (they rerun the network once per channel)")
-    parser.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
-                        help="threads each worker process uses (both frameworks get the same)")
+                        help="processes per framework for ScoreCAM and AblationCAM (they rerun the network once per channel)")
+    parser.add_argument("--calls", type=_positive_int, default=1,
+                        help="timed calls per process after the first, for the methods that do not rerun the network per channel")
+    parser.add_argument("--heavy-calls", type=_non_negative_int, default=1,
+                        help="timed calls per process after the first, for ScoreCAM and AblationCAM; 0: the first call "
+                             "is the only one and its time (set-up included) the sample")
+    parser.add_argument("--remeasure", type=_non_negative_int, default=4,
+                        help="extra pairs for a cell whose ratio is within ±5%% of 1.0x "
+                             f"(heavy cells at most {HEAVY_REMEASURE_PAIRS}); 0 turns it off")
+    parser.add_argument("--throughput-batches", type=_int_list, default="1,16,32,64",
+                        help="batch sizes of the plain network forward measured beside ScoreCAM and AblationCAM")
+    parser.add_argument("--matmul-size", type=_positive_int, default=PEAK_MATMUL_SIZE,
+                        help="N of the N x N float32 matmul that measures the machine's peak")
     parser.add_argument("--image", default=str(DEFAULT_IMAGE.relative_to(REPO_ROOT)), help="input image")
     parser.add_argument("--size", type=_positive_int, default=None,
                         help="resize the image to SIZE x SIZE (default: its own size)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision of model and input")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                        help="run only shard K of N (every N-th cell from the K-th); merge the parts with `merge`")
     parser.add_argument("--out", default="reports", help="directory for NAME.json and NAME.md")
     parser.add_argument("--name", default="bench", type=_file_stem,
                         help="file name of the two outputs, e.g. bench_zoo for a bench over the model zoo")
@@ -386,28 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- what is timed ------------------------------------------------------------------------
-def bench_rows(models: Sequence[str], batches: Sequence[int], methods: Sequence[str]) -> List[Tuple[str, int, str]]:
-    """(model, batch, method) of every table row, model by model, batch by batch, in registry order."""
-    return [(model, batch, method) for model in models for batch in batches for method in methods]
-
-
-def row_id(row: Tuple[str, int, str]) -> str:
-    """A row's key in bench.json: the method alone for ResNet50 at batch 1 (the seed bench), else all three."""
-    model, batch, method = row
-    return method if (model, batch) == (DEFAULT_MODEL, 1) else f"{model} b{batch} {method}"
-
-
-def bench_setup(model: str, batch: int, size: Optional[int]):
-    """ResNet50 at ``layer4`` (as the seed bench); another model at its default target layer."""
-    from parity.registry import Setup
-
-    layers = TARGET_LAYER if model == DEFAULT_MODEL else ""
-    return Setup(model=model, torch_layers=layers, paddle_layers=layers, batch=batch,
-                 size=None if size is None else (size, size))
+def build_merge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m parity.bench merge",
+                                     description="Join bench JSON files (shards or separate runs) into one report.")
+    parser.add_argument("inputs", nargs="+", help="NAME.json files written by python -m parity.bench")
+    parser.add_argument("--out", required=True, help="directory for NAME.json and NAME.md")
+    parser.add_argument("--name", required=True, type=_file_stem, help="file name of the two outputs")
+    return parser
 
 
 # -- running ------------------------------------------------------------------------------
+def target_layer(model: str) -> str:
+    """ResNet50 at ``layer4`` (as the seed bench); any other model at its default target layer ("")."""
+    return TARGET_LAYER if model == DEFAULT_MODEL else ""
+
+
 def _resolve_path(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
@@ -418,8 +329,8 @@ def _resolve_path(text: str) -> Path:
 def _ensure_weights(model: str) -> Tuple[Path, Path]:
     """The seeded torch weights of ``model`` and their Paddle conversion; made in a child process if
     missing, so that this process never imports torch or paddle."""
-    from parity.weights import DEFAULT_WEIGHTS_DIR, converted_path
     from parity.model_zoo import arch
+    from parity.weights import DEFAULT_WEIGHTS_DIR, converted_path
 
     torch_path = DEFAULT_WEIGHTS_DIR / arch(model).default_weights_name
     if not (torch_path.exists() and converted_path(torch_path, DEFAULT_WEIGHTS_DIR, model).exists()):
@@ -437,8 +348,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optional[float], float, Optional[float], Optional[str]]:
-    """Run one worker; return (cam seconds or None, process wall seconds, peak RSS MiB or None, error or None)."""
+def run_worker(job: BenchJob, timeout: float) -> Tuple[Optional[Dict], float, Optional[str]]:
+    """Run one timing worker; return (its result or None, process wall seconds, error or None)."""
     out_dir = Path(job.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     job_file = out_dir / "job.json"
@@ -447,31 +358,30 @@ def _run_one(job: WorkerJob, env: Dict[str, str], timeout: float) -> Tuple[Optio
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parity.worker", str(job_file)],
-            cwd=out_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            [sys.executable, "-m", "parity.bench_worker", str(job_file)],
+            cwd=out_dir, env=worker_environment(job.threads), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            wall = time.perf_counter() - started
-            return None, wall, None, f"worker timed out after {timeout:g} s"
+            return None, time.perf_counter() - started, f"worker timed out after {timeout:g} s"
         except BaseException:  # KeyboardInterrupt: do not leave the worker running
             _kill_group(proc)
             raise
     wall = time.perf_counter() - started
     if returncode != 0:
         tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
-        return None, wall, None, f"worker exited with status {returncode}; its output ends: {tail}"
+        return None, wall, f"worker exited with status {returncode}; its output ends: {tail}"
     try:
         result = json.loads((out_dir / "result.json").read_text())
-        seconds = float(result["cases"][job.method]["no_smooth"]["seconds"])
-        peak = result.get("peak_rss_mb")
-        peak = None if peak is None else float(peak)
+        if job.kind == "cam":
+            result["first_call_seconds"] = float(result["first_call_seconds"])
+            result["seconds"] = [float(s) for s in result["seconds"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return None, wall, None, f"worker result unreadable ({type(error).__name__}: {error})"
-    return seconds, wall, peak, None
+        return None, wall, f"worker result unreadable ({type(error).__name__}: {error})"
+    return result, wall, None
 
 
 def _load_average() -> Optional[List[float]]:
@@ -481,7 +391,7 @@ def _load_average() -> Optional[List[float]]:
         return None
 
 
-def _machine(threads: int, load_before: Optional[List[float]] = None) -> Dict:
+def _machine(threads, load_before: Optional[List[float]] = None) -> Dict:
     import platform
 
     return {
@@ -507,6 +417,49 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+def _command(argv: Sequence[str], prefix: str = "python -m parity.bench") -> str:
+    """The command as typed, with paths inside the checkout made relative (a report names no machine's paths)."""
+    words = []
+    for word in argv:
+        path = Path(word)
+        words.append(_display_path(path.resolve()) if path.is_absolute() or os.sep in word else word)
+    return " ".join([prefix, *words])
+
+
+def measure_throughput(models: Sequence[str], threads: Sequence[int], job_for: Callable[..., BenchJob],
+                       timeout: float, log: Callable[[str], None]) -> Tuple[Dict, Dict, bool]:
+    """The machine's peak per thread count, and the plain network forward per (model, threads) in both frameworks."""
+    peaks: Dict[str, Dict] = {}
+    networks: Dict[str, Dict] = {}
+    all_ok = True
+    for count in threads:
+        result, wall, error = run_worker(job_for("peak", "torch", count), timeout)
+        if error:
+            all_ok = False
+            log(f"bench peak t{count}: FAILED: {error.splitlines()[0][:300]}")
+        else:
+            peaks[str(count)] = result
+            log(f"bench peak t{count}: {result['gflops_per_second']:.1f} GFLOP/s (process {wall:.1f} s)")
+        for model in models:
+            entry: Dict = {}
+            for framework in FRAMEWORKS:
+                result, wall, error = run_worker(job_for("throughput", framework, count, model=model), timeout)
+                if error:
+                    all_ok = False
+                    entry[framework] = {"error": error}
+                    log(f"bench forward {model} t{count} {framework}: FAILED: {error.splitlines()[0][:300]}")
+                else:
+                    entry[framework] = result
+                    log(f"bench forward {model} t{count} {framework}: {json.dumps(result['seconds'])} (process {wall:.1f} s)")
+            flops = (entry.get("torch") or {}).get("flops_per_forward")
+            entry["flops_per_forward"] = flops
+            bests = [best_forward_throughput(entry[f], flops) for f in FRAMEWORKS if "seconds" in entry.get(f, {})]
+            bests = [b for b in bests if b]
+            entry["best"] = max(bests, key=lambda b: b["gflops_per_second"]) if bests else None
+            networks[f"{model} t{count}"] = entry
+    return peaks, networks, all_ok
+
+
 def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool]:
     from paddle_impl.image_io import load_rgb_image
 
@@ -514,53 +467,47 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
     timing = _find_parity_timing(args.parity_log, out)  # a bad --parity-log stops the run before it starts
     image = _resolve_path(args.image)
     rgb, _ = load_rgb_image(image)
-    own_size = list(rgb.shape[:2])
-    image_size = [args.size, args.size] if args.size is not None else own_size
-    weights = {model: _ensure_weights(model) for model in args.model}
-    rows = bench_rows(args.model, args.batch, resolve_methods(args.methods))
-    runs = [(row, framework) for model, batch in dict.fromkeys((r[0], r[1]) for r in rows)
-            for row_method, framework in schedule([r[2] for r in rows if r[:2] == (model, batch)], args.repeat, args.heavy_repeat)
-            for row in [(model, batch, row_method)]]
-    samples: Dict[str, Dict[str, Dict[str, List]]] = {
-        row_id(row): {framework: {"seconds": [], "wall_seconds": [], "peak_rss_mb": [], "errors": []} for framework in FRAMEWORKS}
-        for row in rows
-    }
+    image_size = [args.size, args.size] if args.size is not None else list(rgb.shape[:2])
+    cells = shard_cells(bench_cells(args.model, args.batch, args.threads, args.smooth, resolve_methods(args.methods)),
+                        args.shard)
+    weights = {model: _ensure_weights(model) for model in dict.fromkeys(cell[0] for cell in cells)}
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     load_before = _load_average()
-    all_ok = True
     with tempfile.TemporaryDirectory(prefix="parity-bench-") as work:
-        for index, (row, framework) in enumerate(runs, 1):
-            model, batch, name = row
-            torch_weights, paddle_weights = weights[model]
-            job = WorkerJob(
-                framework=framework, methods=[name], aug_smooth=False, eigen_modes=[False], image=str(image),
-                setup=bench_setup(model, batch, args.size), torch_weights=str(torch_weights),
-                paddle_weights=str(paddle_weights), dtype=args.dtype, device="cpu", threads=args.threads,
-                out_dir=str(Path(work) / f"{index:03d}-{framework}-{model}-b{batch}-{name}"), reuse_weights=False,
-            )
-            seconds, wall, peak, error = _run_one(job, worker_environment(args.threads), args.timeout)
-            record = samples[row_id(row)][framework]
-            record["wall_seconds"].append(wall)
-            if error is None:
-                record["seconds"].append(seconds)
-                status = f"cam {seconds:.3f} s"
-                if peak is not None:
-                    record["peak_rss_mb"].append(peak)
-                    status += f", peak {peak:.0f} MiB"
-            else:
-                record["errors"].append(error)
-                all_ok = False
-                status = "FAILED: " + error.splitlines()[0][:300]
-            print(f"bench [{index}/{len(runs)}] {row_id(row)} {framework}: {status} (process {wall:.1f} s)", file=sys.stderr, flush=True)
+        counter = iter(range(1, 10**9))
 
-    summary = summarize(samples)
-    for row in rows:
-        summary[row_id(row)].update(model=row[0], batch=row[1], method=row[2])
+        def job_for(kind: str, framework: str, threads: int, model: str = DEFAULT_MODEL, batch: int = 1,
+                    smooth: str = "no_smooth", method: str = "") -> BenchJob:
+            torch_weights, paddle_weights = weights.get(model, ("", ""))
+            label = "-".join(str(part) for part in (next(counter), kind, framework, model, f"b{batch}", f"t{threads}", smooth, method) if part)
+            calls = args.heavy_calls if method and _is_heavy(method) else args.calls
+            return BenchJob(kind=kind, framework=framework, threads=threads, out_dir=str(Path(work) / label), model=model,
+                            layers=target_layer(model), method=method, smooth=smooth, batch=batch, size=args.size,
+                            image=str(image), dtype=args.dtype, torch_weights=str(torch_weights),
+                            paddle_weights=str(paddle_weights), calls=calls,
+                            throughput_batches=list(args.throughput_batches), matmul_size=args.matmul_size)
+
+        def run(cell: Cell, framework: str):
+            model, batch, threads, smooth, method = cell
+            return run_worker(job_for("cam", framework, threads, model, batch, smooth, method), args.timeout)
+
+        summary, all_ok = measure_cells(cells, args.repeat, args.heavy_repeat, args.remeasure, run, log)
+        heavy = [cell for cell in cells if _is_heavy(cell[4])]
+        peaks, networks = {}, {}
+        if heavy:
+            peaks, networks, throughput_ok = measure_throughput(
+                list(dict.fromkeys(cell[0] for cell in heavy)), list(dict.fromkeys(cell[2] for cell in heavy)),
+                job_for, args.timeout, log)
+            all_ok = all_ok and throughput_ok
     data = {
-        "machine": _machine(args.threads, load_before),
+        "machine": _machine(list(args.threads), load_before),
         "settings": {
-            "threads": args.threads,
+            "threads": list(args.threads),
             "repeat": args.repeat,
             "heavy_repeat": args.heavy_repeat,
+            "calls": args.calls,
+            "heavy_calls": args.heavy_calls,
+            "remeasure_pairs": args.remeasure,
             "image": _display_path(image),
             "image_size": image_size,
             "dtype": args.dtype,
@@ -568,14 +515,64 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
             "target_layer": TARGET_LAYER,
             "models": list(args.model),
             "batches": list(args.batch),
-            "smoothing": "none",
-            "order": "alternating " + ", ".join(FRAMEWORKS) + " per method, each run a fresh process",
-            "command": " ".join(["python -m parity.bench", *argv]),
+            "smoothing": list(args.smooth),
+            "shard": list(args.shard) if args.shard else None,
+            "throughput_batches": list(args.throughput_batches),
+            "flops_source": "torch.utils.flop_counter.FlopCounterMode on the torch model, one image at the bench's size",
+            "order": "per cell, alternating " + ", ".join(FRAMEWORKS) + ", each run a fresh process",
+            "command": _command(argv),
         },
-        "methods": summary,
+        "cells": summary,
+        "peak": peaks,
+        "network_throughput": networks,
         "parity_run": timing,
     }
     return data, all_ok
+
+
+# -- merging ------------------------------------------------------------------------------
+def merge_data(parts: Sequence[Dict], command: str) -> Dict:
+    """One report from several: cells, peaks and network throughputs joined (a later part's cell replaces an earlier
+    one with the same key), the machine of the first part with the load before the first and after the last."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first, last = parts[0], parts[-1]
+    machine = dict(first["machine"])
+    machine["load_average_after"] = last["machine"].get("load_average_after")
+    threads = list(dict.fromkeys(t for part in parts for t in part["settings"].get("threads") or []))
+    machine["threads"] = threads
+    settings = dict(first["settings"])
+    settings.update(threads=threads, command=command, shard=None,
+                    models=list(dict.fromkeys(m for part in parts for m in part["settings"].get("models") or [])),
+                    batches=list(dict.fromkeys(b for part in parts for b in part["settings"].get("batches") or [])),
+                    merged_commands=[part["settings"].get("command") for part in parts])
+    merged = {"machine": machine, "settings": settings, "cells": {}, "peak": {}, "network_throughput": {},
+              "parity_run": next((part.get("parity_run") for part in parts if part.get("parity_run")), None)}
+    for part in parts:
+        if "cells" not in part:
+            raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
+        merged["cells"].update(part["cells"])
+        merged["peak"].update(part.get("peak") or {})
+        merged["network_throughput"].update(part.get("network_throughput") or {})
+    return merged
+
+
+def _merge_main(argv: List[str]) -> int:
+    parser = build_merge_parser()
+    args = parser.parse_args(argv)
+    parts = []
+    for name in args.inputs:
+        try:
+            parts.append(json.loads(Path(name).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            parser.error(f"cannot read {name}: {error}")
+    try:
+        data = merge_data(parts, _command(argv, "python -m parity.bench merge"))
+    except (ValueError, KeyError) as error:
+        parser.error(str(error))
+    json_path, md_path = write_outputs(data, Path(args.out), args.name)
+    print(f"bench: merged {len(parts)} parts into {json_path} and {md_path}", file=sys.stderr)
+    return 0
 
 
 def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Path]:
@@ -587,6 +584,8 @@ def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Pat
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return _merge_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from paddle_impl.errors import UserError
@@ -605,7 +604,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("bench: interrupted; nothing written", file=sys.stderr)
         return 130
     json_path, md_path = write_outputs(data, Path(args.out), args.name)
-    print(_table_for_stdout(data))
+    print(table_for_stdout(data))
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 0 if all_ok else 1
 

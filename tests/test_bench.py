@@ -1,4 +1,5 @@
-"""parity.bench: the schedule, the rendering from fake measurements, the arguments, and one real smoke run."""
+"""parity.bench: the schedule, re-measuring near 1.0×, set-up, throughput arithmetic, colours, merging, the
+arguments (all from made-up worker results), and one tiny real run."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench
+from parity import bench, bench_report
 from parity.registry import METHODS, SEED_METHODS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,152 +18,205 @@ HEAVY = [name for name, spec in METHODS.items() if spec.reruns_network_per_chann
 LIGHT = [name for name, spec in METHODS.items() if not spec.reruns_network_per_channel]
 
 
+def _cell(method="gradcam", model="resnet50", batch=1, threads=2, smooth="no_smooth"):
+    return (model, batch, threads, smooth, method)
+
+
+def _fake_runner(times, log=None, **extra):
+    """A ``run(cell, framework)`` answering from ``times[method][framework]`` (a per-call time, or a list consumed
+    in order), first call 1 s slower, and recording the order of the runs in ``log``."""
+    def run(cell, framework):
+        if log is not None:
+            log.append((cell[4], framework))
+        value = times[cell[4]][framework]
+        if isinstance(value, list):
+            value = value.pop(0)
+        if value is None:
+            return None, 3.0, "worker exited with status 1; boom | bad"
+        return dict({"seconds": [value, value], "first_call_seconds": value + 1.0, "peak_rss_mb": 500.0}, **extra), 9.0, None
+    return run
+
+
 # -- schedule -----------------------------------------------------------------------------
-def test_schedule_alternates_paddle_and_torch():
-    runs = bench.schedule(["gradcam", "eigencam"], repeat=3, heavy_repeat=1)
+def test_schedule_alternates_paddle_and_torch_within_each_cell():
+    runs = bench.schedule([_cell("gradcam"), _cell("eigencam")], repeat=3, heavy_repeat=1)
     assert [framework for _, framework in runs] == ["paddle", "torch"] * 6
-    assert [name for name, _ in runs] == ["gradcam"] * 6 + ["eigencam"] * 6
+    assert [cell[4] for cell, _ in runs] == ["gradcam"] * 6 + ["eigencam"] * 6
 
 
-def test_schedule_gives_heavy_methods_heavy_repeat_runs():
+def test_schedule_gives_heavy_methods_heavy_repeat_pairs():
     assert HEAVY == ["ablationcam", "scorecam"]
-    runs = bench.schedule(list(METHODS), repeat=3, heavy_repeat=2)
+    cells = [_cell(name) for name in METHODS]
+    runs = bench.schedule(cells, repeat=3, heavy_repeat=2)
     for name in METHODS:
         for framework in ("paddle", "torch"):
-            expected = 2 if name in HEAVY else 3
-            assert runs.count((name, framework)) == expected, (name, framework)
-    # Never the same framework twice in a row, and every method's runs stay together, in the given order.
+            assert sum(1 for cell, f in runs if cell[4] == name and f == framework) == (2 if name in HEAVY else 3)
     assert all(a[1] != b[1] for a, b in zip(runs, runs[1:]))
-    names = [name for name, _ in runs]
-    assert list(dict.fromkeys(names)) == list(METHODS)
-    assert len(runs) == 2 * (3 * len(LIGHT) + 2 * len(HEAVY))
 
 
-def test_schedule_with_one_repeat_is_one_pair_per_method():
-    assert bench.schedule(["scorecam", "gradcam"], 1, 1) == [
-        ("scorecam", "paddle"), ("scorecam", "torch"), ("gradcam", "paddle"), ("gradcam", "torch"),
-    ]
+def test_cells_cover_models_batches_threads_and_smoothing_and_skip_modes_upstream_lacks():
+    cells = bench.bench_cells(["resnet50", "vgg16"], [1, 8], [1, 2], ["no_smooth", "aug_smooth"], ["gradcam", "sess"])
+    assert len(cells) == 2 * 2 * 2 * 3  # sess has no aug_smooth in upstream's API
+    assert cells[0] == ("resnet50", 1, 1, "no_smooth", "gradcam") and cells[-1] == ("vgg16", 8, 2, "aug_smooth", "gradcam")
+    assert ("resnet50", 1, 1, "aug_smooth", "sess") not in cells
+
+
+def test_shards_split_the_cells_without_overlap():
+    cells = bench.bench_cells(["resnet18"], [1, 8], [1, 2], ["no_smooth"], list(SEED_METHODS))
+    parts = [bench.shard_cells(cells, (k, 3)) for k in (1, 2, 3)]
+    assert sorted(c for part in parts for c in part) == sorted(cells)
+    assert bench.shard_cells(cells, None) == cells
+
+
+# -- measuring, with fake workers -------------------------------------------------------------
+def test_measure_alternates_and_reports_per_call_median_spread_and_setup():
+    order = []
+    run = _fake_runner({"gradcam": {"paddle": [0.1, 0.3, 0.2], "torch": [0.4, 0.4, 0.4]}}, order)
+    summary, ok = bench.measure_cells([_cell()], repeat=3, heavy_repeat=1, remeasure=4, run=run)
+    record = summary[bench_report.cell_key(*_cell())]
+    assert ok and order == [("gradcam", "paddle"), ("gradcam", "torch")] * 3
+    assert record["paddle_seconds"] == pytest.approx(0.2) and record["torch_seconds"] == pytest.approx(0.4)
+    assert (record["paddle_min"], record["paddle_max"]) == (0.1, 0.3)
+    assert record["paddle_samples"] == [0.1, 0.1, 0.3, 0.3, 0.2, 0.2]  # two timed calls per process
+    assert record["paddle_setup_seconds"] == pytest.approx(1.0)  # median first call 1.2 less median call 0.2
+    assert record["ratio"] == pytest.approx(0.5) and record["remeasured_pairs"] == 0
+    assert (record["model"], record["threads"], record["heavy"]) == ("resnet50", 2, False)
+
+
+def test_a_cell_within_five_percent_of_parity_gets_more_pairs():
+    order = []
+    run = _fake_runner({"gradcam": {"paddle": 1.04, "torch": 1.0}, "eigencam": {"paddle": 1.06, "torch": 1.0}}, order)
+    summary, _ = bench.measure_cells([_cell("gradcam"), _cell("eigencam")], 3, 1, 4, run)
+    near, far = summary[bench_report.cell_key(*_cell("gradcam"))], summary[bench_report.cell_key(*_cell("eigencam"))]
+    assert near["remeasured_pairs"] == 4 and len(near["paddle_samples"]) == 2 * (3 + 4)
+    assert far["remeasured_pairs"] == 0 and len(far["paddle_samples"]) == 2 * 3
+    assert order[:14] == [("gradcam", "paddle"), ("gradcam", "torch")] * 7  # the extra pairs alternate too
+    assert "(near 1.0×: +4 pairs)" in bench_report.samples_text(near)
+    # heavy cells cost minutes: at most one extra pair; and --remeasure 0 turns it off
+    heavy, _ = bench.measure_cells([_cell("scorecam")], 3, 1, 4, _fake_runner({"scorecam": {"paddle": 0.97, "torch": 1.0}}))
+    assert next(iter(heavy.values()))["remeasured_pairs"] == bench.HEAVY_REMEASURE_PAIRS == 1
+    off, _ = bench.measure_cells([_cell()], 3, 1, 0, _fake_runner({"gradcam": {"paddle": 1.0, "torch": 1.0}}))
+    assert next(iter(off.values()))["remeasured_pairs"] == 0
+
+
+def test_a_failed_run_is_an_error_of_its_cell():
+    run = _fake_runner({"gradcam": {"paddle": [None], "torch": [0.5]}})
+    summary, ok = bench.measure_cells([_cell()], 1, 1, 4, run)
+    record = next(iter(summary.values()))
+    assert not ok and record["ratio"] is None and record["errors"] == ["paddle: worker exited with status 1; boom | bad"]
+
+
+# -- throughput arithmetic ----------------------------------------------------------------
+def test_forwards_come_from_the_cam_or_from_upstreams_count():
+    record = {"batch": 2, "paddle_forward_count": 700, "torch_forward_count": None, "torch_channels": 512}
+    assert bench_report.forwards_run(record, "paddle") == (700, "counted by the CAM")
+    assert bench_report.forwards_run(record, "torch") == (2 + 2 * 512, "upstream's B + B·C")
+    assert bench_report.forwards_run({"batch": 1}, "torch") == (None, "unknown")
+
+
+def test_achieved_gflops_and_its_fractions_of_peak_and_network():
+    assert bench_report.gflops_per_second(2049, 8.0e9, 100.0) == pytest.approx(163.92)
+    network = bench_report.best_forward_throughput(
+        {"seconds": {"paddle eager": {"1": 0.1, "16": 1.0}, "paddle predictor": {"1": 0.05, "16": 0.64}}}, 8.0e9)
+    assert network["path"] == "paddle predictor" and network["batch"] == 16
+    assert network["gflops_per_second"] == pytest.approx(200.0)  # 16 × 8 GFLOP in 0.64 s
+    record = {"method": "scorecam", "batch": 1, "paddle_seconds": 100.0, "torch_seconds": 200.0, "paddle_forward_count": 2049,
+              "torch_channels": 2048, "flops_per_forward": 8.0e9}
+    paddle_line, torch_line = bench_report.throughput_lines(record, {"gflops_per_second": 400.0}, network)
+    assert "2049 single-image forwards (counted by the CAM) × 8 GFLOP" in paddle_line
+    assert "**163.9 GFLOP/s**" in paddle_line and "41% of the measured peak (400 GFLOP/s)" in paddle_line
+    assert "82% of the network's best forward (200.0 GFLOP/s, paddle predictor at batch 16)" in paddle_line
+    assert "**82.0 GFLOP/s**" in torch_line and "upstream's B + B·C" in torch_line
 
 
 # -- rendering ----------------------------------------------------------------------------
 def _fake_data(parity_run=None):
-    samples = {
-        "gradcam": {
-            "paddle": {"seconds": [0.30, 0.10, 0.20], "wall_seconds": [9.0, 8.0, 8.5], "errors": []},
-            "torch": {"seconds": [0.05, 0.15, 0.10], "wall_seconds": [5.0, 5.1, 5.2], "errors": []},
-        },
-        "scorecam": {
-            "paddle": {"seconds": [120.0], "wall_seconds": [130.0], "peak_rss_mb": [1530.4], "errors": []},
-            "torch": {"seconds": [240.0], "wall_seconds": [250.0], "peak_rss_mb": [2811.6], "errors": []},
-        },
-        "eigencam": {
-            "paddle": {"seconds": [], "wall_seconds": [3.0], "errors": ["worker exited with status 1; boom | bad"]},
-            "torch": {"seconds": [0.5], "wall_seconds": [4.0], "errors": []},
-        },
-    }
+    times = {"gradcam": {"paddle": 0.2, "torch": 0.1}, "scorecam": {"paddle": 120.0, "torch": 240.0},
+             "eigencam": {"paddle": [None], "torch": [0.5]}}
+    cells = [_cell("gradcam"), _cell("scorecam"), _cell("eigencam")]
+    summary, _ = bench.measure_cells(cells, 1, 1, 0, _fake_runner(times, channels=2048, flops_per_forward=8e9))
+    summary[bench_report.cell_key(*_cell("scorecam"))]["paddle_peak_rss_mb"] = 3100.0
     return {
-        "machine": {"cpu": "Fake CPU 9000", "cores": 2, "platform": "Linux-test", "threads": 2, "date": "2024-01-02T03:04:05+00:00",
+        "machine": {"cpu": "Fake CPU 9000", "cores": 2, "platform": "Linux-test", "threads": [1, 2], "date": "2024-01-02T03:04:05+00:00",
                     "versions": {"python": "3.11.0", "paddlepaddle": "2.6.1", "torch": "2.3.0", "torchvision": "0.18.0", "grad-cam": "1.5.7", "numpy": "1.26.4"}},
-        "settings": {"threads": 2, "repeat": 3, "heavy_repeat": 1, "image": "fixtures/both.png", "image_size": [224, 224],
-                     "dtype": "float32", "device": "cpu", "target_layer": "layer4", "smoothing": "none",
-                     "order": "alternating", "command": "python -m parity.bench --repeat 3"},
-        "methods": bench.summarize(samples),
+        "settings": {"threads": [1, 2], "repeat": 1, "heavy_repeat": 1, "calls": 2, "remeasure_pairs": 4, "image": "fixtures/both.png",
+                     "image_size": [224, 224], "dtype": "float32", "device": "cpu", "target_layer": "layer4",
+                     "command": "python -m parity.bench --repeat 1"},
+        "cells": summary,
+        "peak": {"2": {"gflops_per_second": 400.0, "matmul_size": 4096}},
+        "network_throughput": {"resnet50 t2": {"best": {"path": "paddle predictor", "batch": 16, "seconds": 0.64, "gflops_per_second": 200.0}}},
         "parity_run": parity_run,
     }
 
 
-def test_summarize_medians_and_ratio():
-    methods = _fake_data()["methods"]
-    assert methods["gradcam"]["paddle_seconds"] == pytest.approx(0.20)
-    assert methods["gradcam"]["torch_seconds"] == pytest.approx(0.10)
-    assert methods["gradcam"]["ratio"] == pytest.approx(2.0)
-    assert methods["gradcam"]["paddle_samples"] == [0.30, 0.10, 0.20]
-    assert methods["gradcam"]["torch_wall_seconds"] == [5.0, 5.1, 5.2]
-    assert methods["scorecam"]["ratio"] == pytest.approx(0.5)
-    assert methods["eigencam"]["paddle_seconds"] is None
-    assert methods["eigencam"]["ratio"] is None
-    assert methods["eigencam"]["errors"] == ["paddle: worker exited with status 1; boom | bad"]
+def _rows(markdown: str, heading: str):
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
 
 
-def test_summarize_even_sample_count_takes_the_mean_of_the_middle_two():
-    summary = bench.summarize({"layercam": {"paddle": {"seconds": [1.0, 3.0]}, "torch": {"seconds": [2.0, 2.0]}}})
-    assert summary["layercam"]["paddle_seconds"] == pytest.approx(2.0)
-    assert summary["layercam"]["ratio"] == pytest.approx(1.0)
+def test_markdown_has_a_table_per_model_batch_threads_and_smoothing_with_setup_and_colours():
+    markdown = bench_report.render_markdown(_fake_data())
+    rows = _rows(markdown, "## resnet50 · batch 1 · 2 threads · no smoothing")
+    assert [row[0] for row in rows] == ["gradcam", "scorecam", "eigencam"]
+    assert rows[0] == ["gradcam", "0.200 (0.200–0.200)", "0.100 (0.100–0.100)", "🔴 2.00×", "1.00", "1.00", "500", "500", "2 each"]
+    assert rows[1][:4] == ["scorecam", "120 (120–120)", "240 (240–240)", "🟢 0.50×"] and rows[1][6] == "3100 ⚠️"  # Paddle above torch
+    assert rows[2][:4] == ["eigencam", "—", "0.500 (0.500–0.500)", "—"] and "(1 failed)" in rows[2][8]
+    assert "| method | paddle s/call | torch s/call | paddle/torch | paddle set-up s | torch set-up s |" in markdown
+    assert "- scorecam (paddle): 2049 single-image forwards (upstream's B + B·C) × 8 GFLOP" in markdown
+    assert "68% of the network's best forward" in markdown and "## Measured peak" in markdown
+    assert "## Failed runs" in markdown and "boom \\| bad" in markdown and "Full parity run" not in markdown
+    assert "Fake CPU 9000 (2 cores)" in markdown and "Load average" not in markdown
 
 
-def _table_rows(markdown: str):
-    """The rows of the per-method table (the first table; later sections have their own)."""
-    main_part = markdown.split("\n## ", 1)[0]
-    return [line for line in main_part.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+def test_spread_is_shown_when_there_are_several_samples():
+    record = {"paddle_seconds": 0.2, "paddle_min": 0.1, "paddle_max": 0.35, "paddle_samples": [0.1, 0.2, 0.35]}
+    assert bench_report._spread(record, "paddle") == "0.200 (0.100–0.350)"
 
 
-def test_render_markdown_table_rows_per_method():
-    markdown = bench.render_markdown(_fake_data())
-    rows = _table_rows(markdown)
-    assert [row.split("|")[1].strip() for row in rows] == ["gradcam", "scorecam", "eigencam"]
-    gradcam = [cell.strip() for cell in rows[0].split("|")[1:-1]]
-    assert gradcam == ["gradcam", "0.200", "0.100", "2.00×", "—", "—", "3 each"]
-    scorecam = [cell.strip() for cell in rows[1].split("|")[1:-1]]
-    assert scorecam == ["scorecam", "120", "240", "0.50×", "1530", "2812", "1 each"]
-    eigencam = [cell.strip() for cell in rows[2].split("|")[1:-1]]
-    assert eigencam == ["eigencam", "—", "0.500", "—", "—", "—", "paddle 0, torch 1 (1 failed)"]
-    assert "| method | paddle s | torch s | paddle/torch | paddle peak MiB | torch peak MiB | samples |" in markdown
-    assert "Fake CPU 9000 (2 cores)" in markdown
-    assert "paddlepaddle 2.6.1" in markdown and "torch 2.3.0" in markdown and "grad-cam 1.5.7" in markdown
-    assert "own fresh process, alternately" in markdown and "with 2 threads" in markdown
-    assert "## Failed runs" in markdown and "boom \\| bad" in markdown
-    assert "Full parity run" not in markdown
-    assert "Load average" not in markdown  # not recorded in the fake data
+def test_ratio_colours_and_small_ratios_keep_two_significant_digits():
+    assert bench_report.ratio_text(1.55 / 202) == "🟢 0.0077×"
+    assert bench_report.ratio_text(1.0) == "🟢 1.00×" and bench_report.ratio_text(1.004) == "🔴 1.00×"
+    assert bench_report.ratio_text(None) == "—"
+    assert bench_report.near_parity(0.95) and bench_report.near_parity(1.05) and not bench_report.near_parity(1.051)
 
 
-def test_small_ratios_keep_two_significant_digits():
-    assert bench._ratio_text(1.55 / 202) == "0.0077×"
-    assert bench._ratio_text(0.1) == "0.10×" and bench._ratio_text(1.126) == "1.13×" and bench._ratio_text(None) == "—"
-
-
-def test_render_markdown_mentions_a_busy_machine():
+def test_markdown_warns_of_a_busy_machine():
     data = _fake_data()
-    data["machine"].update(load_average_before=[0.1, 0.2, 0.3], load_average_after=[0.4, 0.2, 0.3])
-    assert "noisier" not in bench.render_markdown(data)
-    # the bench's own two threads raise the load "after" by about two: not other work
-    data["machine"].update(threads=2, cores=2, load_average_after=[1.9, 1.5, 1.0])
-    assert "noisier" not in bench.render_markdown(data)
+    data["machine"].update(load_average_before=[0.1, 0.2, 0.3], load_average_after=[1.9, 1.5, 1.0])
+    assert "noisier" not in bench_report.render_markdown(data)  # the bench's own two threads
     data["machine"]["load_average_after"] = [3.5, 2.0, 1.0]
-    line = next(l for l in bench.render_markdown(data).splitlines() if "Load average" in l)
-    assert "0.1, 0.2, 0.3 before, 3.5, 2.0, 1.0 after" in line and "noisier" in line
+    line = next(l for l in bench_report.render_markdown(data).splitlines() if "Load average" in l)
+    assert "0.1, 0.2, 0.3 before, 3.5, 2.0, 1.0 after" in line and "⚠️" in line and "noisier" in line
 
 
-def test_render_markdown_full_parity_run_section():
-    timing = {"cold_seconds": 5025.4, "warm_seconds": 61.0, "command": "make parity", "date": "2024-01-01", "source": "reports/parity_timing.json"}
-    markdown = bench.render_markdown(_fake_data(timing))
-    section = markdown.split("## Full parity run", 1)[1]
-    assert "make parity" in section and "2024-01-01" in section
-    assert "5025.4 s (1 h 23 min 45 s)" in section
-    assert "61.0 s (1 min 01 s)" in section
-    timing["warm_seconds"] = None
-    assert "not measured" in bench.render_markdown(_fake_data(timing)).split("## Full parity run", 1)[1]
+def test_full_parity_run_section():
+    timing = {"cold_seconds": 5025.4, "warm_seconds": None, "command": "make parity", "date": "2024-01-01", "source": "reports/parity_timing.json"}
+    section = bench_report.render_markdown(_fake_data(timing)).split("## Full parity run", 1)[1]
+    assert "5025.4 s (1 h 23 min 45 s)" in section and "not measured" in section
 
 
-def test_render_json_round_trips():
-    data = _fake_data()
-    loaded = json.loads(bench.render_json(data))
-    assert loaded["methods"]["gradcam"]["ratio"] == pytest.approx(2.0)
-    assert loaded["machine"]["cpu"] == "Fake CPU 9000"
-    assert loaded["settings"]["threads"] == 2
-
-
-def test_write_outputs_writes_both_files(tmp_path):
-    json_path, md_path = bench.write_outputs(_fake_data(), tmp_path / "out")
-    assert json.loads(json_path.read_text())["methods"]["scorecam"]["torch_seconds"] == 240.0
-    assert md_path.read_text().startswith("# Paddle vs PyTorch Grad-CAM timing")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md"]
+def test_merge_joins_cells_peaks_and_networks(tmp_path):
+    first, second = _fake_data(), _fake_data()
+    second["cells"] = {"vgg16 b8 t1 no_smooth gradcam": dict(next(iter(first["cells"].values())), model="vgg16", batch=8, threads=1)}
+    second["machine"]["load_average_after"] = [9.0, 9.0, 9.0]
+    second["peak"] = {"1": {"gflops_per_second": 200.0, "matmul_size": 4096}}
+    paths = []
+    for index, part in enumerate((first, second)):
+        paths.append(tmp_path / f"part{index}.json")
+        paths[-1].write_text(bench_report.render_json(part))
+    assert bench.main(["merge", *map(str, paths), "--out", str(tmp_path / "o"), "--name", "bench_zoo"]) == 0
+    merged = json.loads((tmp_path / "o" / "bench_zoo.json").read_text())
+    assert len(merged["cells"]) == 4 and set(merged["peak"]) == {"1", "2"}
+    assert merged["machine"]["load_average_after"] == [9.0, 9.0, 9.0]
+    assert "## vgg16 · batch 8 · 1 thread · no smoothing" in (tmp_path / "o" / "bench_zoo.md").read_text()
 
 
 def test_load_parity_timing(tmp_path):
     good = tmp_path / "t.json"
     good.write_text(json.dumps({"cold_seconds": 10, "warm_seconds": None, "command": "make parity", "date": "d"}))
     timing = bench.load_parity_timing(good)
-    assert timing["cold_seconds"] == 10.0 and timing["warm_seconds"] is None and timing["source"] == str(good)
+    assert timing["cold_seconds"] == 10.0 and timing["warm_seconds"] is None and timing["source"] == str(good.resolve())
     for text in ("not json", "[1, 2]", json.dumps({"cold_seconds": "soon"}), json.dumps({"warm_seconds": -1})):
         good.write_text(text)
         with pytest.raises(bench.TimingFileError):
@@ -173,26 +227,32 @@ def test_load_parity_timing(tmp_path):
 def test_defaults():
     args = bench.build_parser().parse_args([])
     assert bench.resolve_methods(args.methods) == list(SEED_METHODS) and args.model == ["resnet50"] and args.batch == [1]
-    assert (args.repeat, args.heavy_repeat) == (3, 1)
-    assert args.threads == (os.cpu_count() or 1)
+    assert (args.repeat, args.heavy_repeat, args.calls, args.remeasure) == (3, 1, 1, 4)
+    assert args.threads == list(dict.fromkeys([1, os.cpu_count() or 1])) and args.smooth == ["no_smooth"]
     assert args.size is None and args.dtype == "float32" and args.out == "reports" and args.parity_log is None
 
 
-def test_unknown_method_exits_2_listing_choices(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--methods", "gradcam,nosuchcam"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "nosuchcam" in err
-    for name in METHODS:
-        assert name in err
+def test_lists_of_threads_smoothing_and_hub_pairs_are_accepted():
+    from parity.model_zoo import hub_pair_names
+
+    hub = hub_pair_names()[0]
+    args = bench.build_parser().parse_args(["--threads", "1,2,2", "--smooth", "none,aug,eigen", "--model", f"resnet18,{hub}"])
+    assert args.threads == [1, 2] and args.smooth == ["no_smooth", "aug_smooth", "eigen_smooth"]
+    assert args.model == ["resnet18", hub]
 
 
-@pytest.mark.parametrize("argv", [["--repeat", "0"], ["--threads", "x"], ["--dtype", "float16"], ["--size", "-3"]])
-def test_bad_arguments_exit_2(argv, capsys):
+@pytest.mark.parametrize("argv, word", [
+    (["--methods", "gradcam,nosuchcam"], "nosuchcam"), (["--model", "resnet18,alexnet"], "alexnet"),
+    (["--repeat", "0"], "--repeat"), (["--threads", "1,x"], "--threads"), (["--smooth", "blur"], "blur"),
+    (["--dtype", "float16"], "float16"), (["--size", "-3"], "--size"), (["--shard", "4/3"], "4/3"),
+    (["--remeasure", "-1"], "--remeasure"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, word, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv)
     assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert word in err[-1] and err[-1].startswith("python -m parity.bench: error:")
 
 
 def test_bad_parity_log_exits_2_before_running(tmp_path, capsys):
@@ -203,6 +263,14 @@ def test_bad_parity_log_exits_2_before_running(tmp_path, capsys):
     assert not (tmp_path / "o" / "bench.json").exists()
 
 
+def test_merging_something_else_exits_2(tmp_path, capsys):
+    other = tmp_path / "x.json"
+    other.write_text(json.dumps({"machine": {}, "settings": {}, "methods": {}}))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["merge", str(other), "--out", str(tmp_path), "--name", "m"])
+    assert exit_info.value.code == 2 and "rerun" in capsys.readouterr().err
+
+
 def test_module_imports_neither_torch_nor_paddle():
     code = "import sys, parity.bench; print(sorted(m for m in ('torch', 'paddle') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -211,64 +279,54 @@ def test_module_imports_neither_torch_nor_paddle():
     assert result.stdout.strip() == "[]"
 
 
-# -- one real run -------------------------------------------------------------------------
+def test_the_timing_worker_attaches_no_recorder():
+    """The stopwatch path must be the user's call: no stage recorder, no hooks of the parity harness."""
+    source = (REPO / "parity" / "bench_worker.py").read_text()
+    code = source.split('"""', 2)[2]  # the docstring names the recorder to say it is absent
+    assert "attach_recorder" not in code and "StageRecorder" not in code
+
+
+# -- one tiny real run --------------------------------------------------------------------------
 def test_smoke_run_gradcam(tmp_path, weights_pair, reference_image):
     out = tmp_path / "tmp"
-    timing = tmp_path / "timing.json"
-    timing.write_text(json.dumps({"cold_seconds": 100.5, "warm_seconds": 20.0, "command": "make parity", "date": "2024-01-01"}))
     result = subprocess.run(
-        [sys.executable, "-m", "parity.bench", "--methods", "gradcam", "--repeat", "1", "--out", str(out),
-         "--parity-log", str(timing)],
+        [sys.executable, "-m", "parity.bench", "--methods", "gradcam", "--repeat", "1", "--calls", "2", "--threads", "1",
+         "--size", "32", "--remeasure", "0", "--out", str(out), "--parity-log", str(REPO / "reports" / "parity_timing.json")],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "bench.json").read_text())
-    record = data["methods"]["gradcam"]
-    assert list(data["methods"]) == ["gradcam"]
+    record = data["cells"]["resnet50 b1 t1 no_smooth gradcam"]
     assert record["paddle_seconds"] > 0 and record["torch_seconds"] > 0
-    assert len(record["paddle_samples"]) == len(record["torch_samples"]) == 1
+    assert len(record["paddle_samples"]) == len(record["torch_samples"]) == 2
+    assert len(record["paddle_first_call_seconds"]) == 1 and record["paddle_setup_seconds"] is not None
     assert record["ratio"] == pytest.approx(record["paddle_seconds"] / record["torch_seconds"])
-    # The process wall time includes imports and model loading, so it exceeds the CAM call.
     assert record["paddle_wall_seconds"][0] > record["paddle_seconds"]
-    assert record["torch_wall_seconds"][0] > record["torch_seconds"]
-    # a ResNet50 worker holds at least its 100 MB of weights, and no machine here has a terabyte
     assert 100 < record["paddle_peak_rss_mb"] < 1e6 and 100 < record["torch_peak_rss_mb"] < 1e6
-    assert data["settings"]["image_size"] == [224, 224] and data["settings"]["target_layer"] == "layer4"
-    assert data["machine"]["cores"] == os.cpu_count() and data["settings"]["threads"] == os.cpu_count()
+    assert data["settings"]["image_size"] == [32, 32] and data["settings"]["threads"] == [1]
+    assert data["parity_run"]["source"] == "reports/parity_timing.json"  # relative, not this machine's path
     markdown = (out / "bench.md").read_text()
-    assert len(_table_rows(markdown)) == 1 and "| gradcam |" in markdown
-    assert "## Full parity run" in markdown and "100.5 s (1 min 40 s)" in markdown
-    assert "gradcam" in result.stdout and "paddle/torch" in result.stdout
+    assert "## resnet50 · batch 1 · 1 thread · no smoothing" in markdown and "| gradcam |" in markdown
     progress = [line for line in result.stderr.splitlines() if line.startswith("bench [")]
-    assert [line.split()[3].rstrip(":") for line in progress] == ["paddle", "torch"]
+    assert [line.split()[7].rstrip(":") for line in progress] == ["paddle", "torch"]
 
 
-# -- models and batches -------------------------------------------------------------------------
-def test_rows_cover_every_model_batch_and_method_and_keep_the_seed_keys():
-    rows = bench.bench_rows(["resnet50", "vgg16"], [1, 8], ["gradcam", "scorecam"])
-    assert len(rows) == 8 and rows[0] == ("resnet50", 1, "gradcam") and rows[-1] == ("vgg16", 8, "scorecam")
-    assert [bench.row_id(r) for r in rows[:3]] == ["gradcam", "scorecam", "resnet50 b8 gradcam"]
-    args = bench.build_parser().parse_args(["--methods", "all", "--model", "resnet18,vgg16", "--batch", "1,8"])
-    assert args.model == ["resnet18", "vgg16"] and args.batch == [1, 8]
-    from parity.registry import resolve_methods
-
-    assert resolve_methods(args.methods) == list(METHODS)
-    assert bench.bench_setup("resnet50", 1, None).torch_layers == "layer4"  # as the seed bench
-    assert bench.bench_setup("vgg16", 8, 64).layers() == ("features[-1]", "features[-1]")
+def test_one_call_heavy_cells_have_no_setup_and_small_negative_setup_reads_as_none():
+    def run(cell, framework):
+        return {"seconds": [5.0], "first_call_seconds": None}, 9.0, None  # a worker with calls=0
+    summary, ok = bench.measure_cells([_cell("scorecam")], 1, 1, 0, run)
+    record = next(iter(summary.values()))
+    assert ok and record["paddle_seconds"] == 5.0 and record["paddle_setup_seconds"] is None
+    assert bench_report.setup_text(None) == "—" and bench_report.setup_text(-0.0004) == "≈0"
+    assert bench_report.setup_text(6.39) == "6.39"
+    args = bench.build_parser().parse_args(["--heavy-calls", "0"])
+    assert args.heavy_calls == 0
 
 
-def test_markdown_names_model_and_batch_when_there_are_several():
-    data = _fake_data()
-    data["settings"].update(models=["resnet18", "vgg16"], batches=[1, 8])
-    for key, record in data["methods"].items():
-        record.update(model="vgg16", batch=8, method=key)
-    text = bench.render_markdown(data)
-    assert "| model | batch | method | paddle s |" in text
-    assert "| vgg16 | 8 | gradcam |" in text
-
-
-def test_unknown_model_exits_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--model", "resnet18,alexnet"])
-    assert exit_info.value.code == 2
-    assert "alexnet" in capsys.readouterr().err
+def test_a_rate_above_the_peak_from_upstreams_count_is_called_out():
+    record = {"method": "ablationcam", "batch": 1, "paddle_seconds": 0.2, "torch_seconds": 1.5, "torch_channels": 512,
+              "flops_per_forward": 7.5e7}
+    paddle_line, torch_line = bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, None)
+    assert "above the machine's peak" in paddle_line  # 513 × 0.075 GFLOP in 0.2 s = 192 GFLOP/s
+    record["torch_seconds"] = 2.0  # 19 GFLOP/s, under the peak
+    assert "above the machine's peak" not in bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, None)[1]

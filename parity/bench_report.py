@@ -1,0 +1,356 @@
+"""The numbers and words of ``python -m parity.bench``: medians and spreads, set-up, the ratio's colour, the heavy
+methods' throughput arithmetic, and the markdown.  Pure functions of plain dicts (no torch, no paddle), so the
+tests feed them made-up measurements."""
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "FRAMEWORKS", "NEAR_PARITY", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
+    "gflops_per_second", "best_forward_throughput", "throughput_lines", "render_markdown",
+    "render_json", "cell_key",
+]
+
+FRAMEWORKS = ("paddle", "torch")  # the order within each alternating pair
+# A ratio this close to 1.0 is not settled by the first samples: the cell gets more before it counts.
+NEAR_PARITY = 0.05
+SMOOTH_WORDS = {"no_smooth": "no smoothing", "aug_smooth": "aug_smooth", "eigen_smooth": "eigen_smooth",
+                "aug_eigen_smooth": "aug_smooth + eigen_smooth"}
+
+
+def cell_key(model: str, batch: int, threads: int, smooth: str, method: str) -> str:
+    return f"{model} b{batch} t{threads} {smooth} {method}"
+
+
+# -- statistics ---------------------------------------------------------------------------
+def median(values: Sequence[float]) -> Optional[float]:
+    return float(statistics.median(values)) if values else None
+
+
+def ratio(paddle: Optional[float], torch: Optional[float]) -> Optional[float]:
+    if paddle is None or torch is None or torch <= 0:
+        return None
+    return paddle / torch
+
+
+def near_parity(value: Optional[float], band: float = NEAR_PARITY) -> bool:
+    return value is not None and abs(value - 1.0) <= band + 1e-12
+
+
+def _setup(first_calls: Sequence[float], per_call: Optional[float]) -> Optional[float]:
+    """One-time cost of a process: its first call less the median later call (medians over processes)."""
+    first = median(first_calls)
+    return None if first is None or per_call is None else first - per_call
+
+
+def summarize(samples: Dict[str, Dict[str, Dict[str, List]]]) -> Dict[str, Dict]:
+    """Per cell and framework: median, min and max of the timed calls, set-up, peak memory, forwards; and the ratio.
+
+    ``samples[cell][framework]`` holds lists: ``seconds`` (every timed call), ``first_call_seconds``
+    (one per process), ``wall_seconds``, ``peak_rss_mb``, ``forward_count``, ``channels``,
+    ``flops_per_forward`` and ``errors``.
+    """
+    summary: Dict[str, Dict] = {}
+    for key, per_framework in samples.items():
+        record: Dict = {}
+        errors: List[str] = []
+        for framework in FRAMEWORKS:
+            data = per_framework.get(framework, {})
+            seconds = list(data.get("seconds", []))
+            record[f"{framework}_seconds"] = median(seconds)
+            record[f"{framework}_samples"] = seconds
+            record[f"{framework}_min"] = min(seconds) if seconds else None
+            record[f"{framework}_max"] = max(seconds) if seconds else None
+            record[f"{framework}_first_call_seconds"] = list(data.get("first_call_seconds", []))
+            record[f"{framework}_setup_seconds"] = _setup(record[f"{framework}_first_call_seconds"], record[f"{framework}_seconds"])
+            record[f"{framework}_wall_seconds"] = list(data.get("wall_seconds", []))
+            peaks = list(data.get("peak_rss_mb", []))
+            record[f"{framework}_peak_rss_mb"] = max(peaks) if peaks else None
+            counts = [c for c in data.get("forward_count", []) if c is not None]
+            record[f"{framework}_forward_count"] = counts[-1] if counts else None
+            channels = [c for c in data.get("channels", []) if c is not None]
+            record[f"{framework}_channels"] = channels[-1] if channels else None
+            flops = [f for f in data.get("flops_per_forward", []) if f is not None]
+            if flops:
+                record["flops_per_forward"] = flops[-1]
+            errors.extend(f"{framework}: {error}" for error in data.get("errors", []))
+        record.setdefault("flops_per_forward", None)
+        record["ratio"] = ratio(record["paddle_seconds"], record["torch_seconds"])
+        record["errors"] = errors
+        summary[key] = record
+    return summary
+
+
+# -- throughput of the heavy methods ------------------------------------------------------
+def forwards_run(record: Dict, framework: str) -> Tuple[Optional[int], str]:
+    """Single-image network forwards of one call and where the number comes from: the CAM's own count
+    (``last_forward_count``), else upstream's B + B·C (the full forward of the batch, then one forward per
+    channel of the target layer and image; at batch 1 the 1 + C of upstream's ScoreCAM and AblationCAM)."""
+    counted = record.get(f"{framework}_forward_count")
+    if counted is not None:
+        return int(counted), "counted by the CAM"
+    channels = record.get(f"{framework}_channels") or record.get("torch_channels") or record.get("paddle_channels")
+    if channels is None:
+        return None, "unknown"
+    batch = int(record.get("batch", 1))
+    return batch + batch * int(channels), "upstream's B + B·C"
+
+
+def gflops_per_second(forwards: int, flops_per_forward: float, seconds: float) -> float:
+    """Achieved GFLOP/s: single-image forwards × FLOPs of one single-image forward / seconds."""
+    return forwards * flops_per_forward / seconds / 1e9
+
+
+def best_forward_throughput(result: Dict, flops_per_forward: Optional[float]) -> Optional[Dict]:
+    """The fastest (path, batch) of a throughput job, in GFLOP/s; ``result['seconds']`` is {path: {batch: s}}."""
+    if not flops_per_forward:
+        return None
+    best = None
+    for path, per_batch in (result.get("seconds") or {}).items():
+        for batch, seconds in per_batch.items():
+            if seconds and seconds > 0:
+                rate = int(batch) * flops_per_forward / seconds / 1e9
+                if best is None or rate > best["gflops_per_second"]:
+                    best = {"path": path, "batch": int(batch), "seconds": seconds, "gflops_per_second": rate}
+    return best
+
+
+def throughput_lines(record: Dict, peak: Optional[Dict], network: Optional[Dict]) -> List[str]:
+    """One line per framework for a heavy method's cell: forwards, FLOPs, GFLOP/s, against peak and the network."""
+    flops = record.get("flops_per_forward")
+    lines = []
+    for framework in FRAMEWORKS:
+        seconds = record.get(f"{framework}_seconds")
+        forwards, source = forwards_run(record, framework)
+        if seconds is None or forwards is None:
+            lines.append(f"- {record['method']} ({framework}): not measured")
+            continue
+        text = f"- {record['method']} ({framework}): {forwards} single-image forwards ({source})"
+        if not flops:
+            lines.append(text + f" in {seconds:.3g} s; FLOPs per forward not counted")
+            continue
+        rate = gflops_per_second(forwards, flops, seconds)
+        text += f" × {flops / 1e9:.3g} GFLOP per image in {seconds:.3g} s = **{rate:.1f} GFLOP/s**"
+        if peak and peak.get("gflops_per_second"):
+            text += f", {rate / peak['gflops_per_second']:.0%} of the measured peak ({peak['gflops_per_second']:.0f} GFLOP/s)"
+        if peak and peak.get("gflops_per_second") and rate > peak["gflops_per_second"] and source != "counted by the CAM":
+            text += (" — above the machine's peak, so this side runs fewer or smaller forwards than upstream's count "
+                     "says (the CAM does not count its own)")
+        if network and network.get("gflops_per_second"):
+            text += (f", {rate / network['gflops_per_second']:.0%} of the network's best forward "
+                     f"({network['gflops_per_second']:.1f} GFLOP/s, {network['path']} at batch {network['batch']})")
+        lines.append(text)
+    return lines
+
+
+# -- rendering ----------------------------------------------------------------------------
+def seconds_text(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def setup_text(value: Optional[float]) -> str:
+    """Set-up is a difference of two noisy times: a small negative one reads as none."""
+    if value is not None and value < 0:
+        return "≈0"
+    return seconds_text(value)
+
+
+def _spread(record: Dict, framework: str) -> str:
+    low, high = record.get(f"{framework}_min"), record.get(f"{framework}_max")
+    if low is None or len(record.get(f"{framework}_samples", [])) < 2:
+        return seconds_text(record.get(f"{framework}_seconds"))
+    return f"{seconds_text(record.get(f'{framework}_seconds'))} ({seconds_text(low)}–{seconds_text(high)})"
+
+
+def ratio_text(value: Optional[float]) -> str:
+    """The ratio with its colour: 🟢 when the port is as fast or faster, 🔴 when it is slower."""
+    if value is None:
+        return "—"
+    # two decimals would print AblationCAM's 0.0077 as 0.01
+    number = f"{value:.2g}×" if value < 0.1 else f"{value:.2f}×"
+    return ("🟢 " if value <= 1.0 else "🔴 ") + number
+
+
+def _memory(record: Dict, framework: str) -> str:
+    value = record.get(f"{framework}_peak_rss_mb")
+    if value is None:
+        return "—"
+    text = f"{value:.0f}"
+    torch_peak = record.get("torch_peak_rss_mb")
+    if framework == "paddle" and torch_peak is not None and value > torch_peak:
+        text += " ⚠️"
+    return text
+
+
+def samples_text(record: Dict) -> str:
+    counts = [len(record.get(f"{framework}_samples", [])) for framework in FRAMEWORKS]
+    text = f"{counts[0]} each" if counts[0] == counts[1] else ", ".join(f"{f} {c}" for f, c in zip(FRAMEWORKS, counts))
+    if record.get("remeasured_pairs"):
+        text += f" (near 1.0×: +{record['remeasured_pairs']} pairs)"
+    if record.get("errors"):
+        text += f" ({len(record['errors'])} failed)"
+    return text
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def load_lines(machine: Dict) -> List[str]:
+    before, after = machine.get("load_average_before"), machine.get("load_average_after")
+    if not before and not after:
+        return []
+    line = (f"- Load average (1/5/15 min): {', '.join(map(str, before)) if before else '?'} before, "
+            f"{', '.join(map(str, after)) if after else '?'} after")
+    cores = machine.get("cores") or 0
+    # The bench's own runs keep up to `threads` cores busy, so they count in the load "after" but not "before".
+    threads = machine.get("threads") or 0
+    own = max(threads) if isinstance(threads, list) and threads else threads if isinstance(threads, int) else 0
+    others = max((before or [0])[0], (after or [0])[0] - own)
+    if cores and others > 0.5 * cores:
+        line += (f" — ⚠️ the {cores}-core machine was busy just before or during the run (the 1-minute average "
+                 "also counts work that ended up to a minute or so before the bench began), so these times may "
+                 "be noisier than usual")
+    return [line]
+
+
+def project_words(project) -> str:
+    """``commit `4a53b7f…` (clean tree)``; older bench.json files recorded no commit."""
+    if not isinstance(project, dict) or not project.get("commit"):
+        return "commit not recorded"
+    state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
+    return f"commit `{project['commit'][:12]}` ({state})"
+
+
+def _duration(value: Optional[float]) -> str:
+    if value is None:
+        return "not measured"
+    text = f"{value:.1f} s"
+    if value >= 60:
+        minutes, secs = divmod(int(round(value)), 60)
+        hours, minutes = divmod(minutes, 60)
+        text += f" ({hours} h {minutes:02d} min {secs:02d} s)" if hours else f" ({minutes} min {secs:02d} s)"
+    return text
+
+
+def _command_text(command: Optional[str]) -> str:
+    """The recorded command in a code span, and the words about how it ran (after " on ") as prose."""
+    command, on, conditions = (command or "make parity").partition(" on ")
+    return f"`{command}`" + (f" on {conditions}" if on else "")
+
+
+def _groups(cells: Dict[str, Dict]) -> Dict[Tuple, List[Dict]]:
+    groups: Dict[Tuple, List[Dict]] = {}
+    for record in cells.values():
+        groups.setdefault((record["model"], record["batch"], record["threads"], record["smooth"]), []).append(record)
+    return groups
+
+
+def render_markdown(data: Dict) -> str:
+    """``NAME.md`` from the dict that is also written as ``NAME.json``."""
+    machine, settings = data["machine"], data["settings"]
+    versions = machine.get("versions", {})
+    size = settings.get("image_size")
+    size_text = f"{size[0]}×{size[1]}" if size else "its own size"
+    threads = settings.get("threads") or []
+    lines = [
+        "# Paddle vs PyTorch Grad-CAM timing",
+        "",
+        f"- Machine: {machine['cpu']} ({machine['cores']} cores), {machine.get('platform', '')}".rstrip(", "),
+        "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
+        f"- Date: {machine['date']}",
+        f"- Project: {project_words(machine.get('project'))}",
+        *load_lines(machine),
+        f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}; seeded weights; "
+        "ResNet50 at `layer4`, every other model at its default target layer",
+        f"- Command: `{settings['command']}`",
+        "",
+        "Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), with the "
+        f"thread count of its table ({', '.join(map(str, threads))}; `torch.set_num_threads` / Paddle's `set_num_threads` "
+        "and the OpenMP/MKL/OpenBLAS variables). In each process the CAM is built and called as a user calls it, "
+        "with no recording hooks: the first call is timed on its own, then "
+        f"{settings.get('calls', 1)} more call{'s' if settings.get('calls', 1) != 1 else ''} on the same object "
+        f"({settings.get('heavy_calls', 1)} for ScoreCAM and AblationCAM; with 0 their one call, set-up included, is "
+        "the sample). "
+        "**s/call** is the median of those later calls over all processes, with min–max in brackets "
+        f"({settings['repeat']} processes per framework for the light methods, {settings['heavy_repeat']} for ScoreCAM "
+        "and AblationCAM; a cell whose ratio came out within ±5% of 1.0× got "
+        f"{settings.get('remeasure_pairs', 0)} more pairs before it counted). **set-up s** is the median first call "
+        "less the median later call: one-time costs such as building Paddle's inference predictor or creating oneDNN "
+        "primitives. paddle/torch is the ratio of the per-call medians: 🟢 at or below 1.0×, 🔴 above. "
+        "**peak MiB** is the worker's peak resident memory (`ru_maxrss`: interpreter, framework, model and calls); "
+        "⚠️ marks Paddle above torch.",
+    ]
+    peaks = {int(k): v for k, v in (data.get("peak") or {}).items()}
+    networks = data.get("network_throughput") or {}
+    for (model, batch, thread_count, smooth), records in _groups(data["cells"]).items():
+        lines += ["", f"## {model} · batch {batch} · {thread_count} thread{'s' if thread_count != 1 else ''} · "
+                  f"{SMOOTH_WORDS.get(smooth, smooth)}", "",
+                  "| method | paddle s/call | torch s/call | paddle/torch | paddle set-up s | torch set-up s "
+                  "| paddle peak MiB | torch peak MiB | samples |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for record in records:
+            lines.append(
+                f"| {record['method']} | {_spread(record, 'paddle')} | {_spread(record, 'torch')} "
+                f"| {ratio_text(record['ratio'])} | {setup_text(record.get('paddle_setup_seconds'))} "
+                f"| {setup_text(record.get('torch_setup_seconds'))} | {_memory(record, 'paddle')} "
+                f"| {_memory(record, 'torch')} | {samples_text(record)} |")
+        heavy = [record for record in records if record.get("heavy")]
+        if heavy:
+            lines.append("")
+            network = networks.get(f"{model} t{thread_count}")
+            for record in heavy:
+                lines += throughput_lines(record, peaks.get(thread_count), (network or {}).get("best"))
+    if peaks:
+        lines += ["", "## Measured peak", ""]
+        for count, peak in sorted(peaks.items()):
+            lines.append(f"- {count} thread{'s' if count != 1 else ''}: {peak['gflops_per_second']:.1f} GFLOP/s "
+                         f"(torch float32 {peak['matmul_size']}×{peak['matmul_size']} matmul, best of its runs)")
+    if networks:
+        lines += ["", "## Plain network forward, best path", ""]
+        for key, network in networks.items():
+            best = network.get("best")
+            if best:
+                lines.append(f"- {key}: {best['gflops_per_second']:.1f} GFLOP/s ({best['path']}, batch {best['batch']}, "
+                             f"{best['seconds']:.3g} s per forward); every path and batch in the JSON")
+    failed = [(key, error) for key, record in data["cells"].items() for error in record.get("errors", [])]
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        for key, error in failed:
+            first = error.strip().splitlines()[0] if error.strip() else "failed"
+            lines.append(f"- {key}: {_escape(first)}")
+    timing = data.get("parity_run")
+    if timing:
+        lines += [
+            "", "## Full parity run", "",
+            f"Wall time of {_command_text(timing.get('command'))} ({timing.get('date') or 'date not recorded'}):",
+            "", "| run | wall time |", "|---|---:|",
+            f"| cold (no cached upstream results) | {_duration(timing.get('cold_seconds'))} |",
+            f"| warm (upstream results cached) | {_duration(timing.get('warm_seconds'))} |",
+        ]
+        if timing.get("source"):
+            lines += ["", f"From `{timing['source']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(data: Dict) -> str:
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
+
+
+def table_for_stdout(data: Dict) -> str:
+    rows = [("cell", "paddle s", "torch s", "paddle/torch", "samples")]
+    for key, record in data["cells"].items():
+        rows.append((key, seconds_text(record["paddle_seconds"]), seconds_text(record["torch_seconds"]),
+                     ratio_text(record["ratio"]), samples_text(record)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
