@@ -319,6 +319,9 @@ def _explain(args: argparse.Namespace, method, loaded, layer_text: str, image_pa
     with method_table.released(method_table.build_cam(method, model, target_layers)) as cam:
         if hasattr(cam, "batch_size"):
             cam.batch_size = 32  # as upstream's cam.py (ScoreCAM, AblationCAM)
+        if hasattr(cam, "inference_engine") and not method.reruns_network_per_channel:
+            # One forward per image: exporting a predictor (seconds) would cost more than it saves.
+            cam.inference_engine = False
         produced = method_table.call_cam(method, cam, input_tensor, targets, args.aug_smooth, args.eigen_smooth)
     grayscale_cam = method_table.picture_cam(produced["cam"])[0]  # DFF: each pixel's strongest concept
     if method.recipe == "dff":

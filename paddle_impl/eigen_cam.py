@@ -15,6 +15,8 @@ __all__ = ["EigenCAM"]
 
 
 class EigenCAM(BaseCAM):
+    compiled_forward = True  # reads only the forward pass: see BaseCAM.forward_through_engine
+
     def __init__(self, model, target_layers, reshape_transform=None) -> None:
         super().__init__(model, target_layers, reshape_transform, uses_gradients=False)
 

@@ -22,6 +22,8 @@ __all__ = ["FEM"]
 
 class FEM(BaseCAM):
     """Channels weighted by how many of their positions exceed mean + k std."""
+    compiled_forward = True  # reads only the forward pass: see BaseCAM.forward_through_engine
+
 
     def __init__(
         self,

@@ -1,18 +1,23 @@
-"""Score many inputs fast: a Paddle Inference predictor (static graph, oneDNN) built from a Layer.
+"""Run a Layer's forward fast: a Paddle Inference predictor (static graph, oneDNN) built from it.
 
 ScoreCAM spends nearly all its time in forward passes of the whole network
-(one per channel of the target layer) whose only use is a score.  Paddle's
-dynamic-graph CPU kernels run a ResNet50 forward about 2.5x slower than
-torch's oneDNN; the same network exported to a static graph and run by
-Paddle Inference with oneDNN and its conv/batch-norm/ReLU fusion passes runs
-about 4x faster than dygraph.  The difference in float32 results is the size
-of the difference between any two convolution libraries (~2e-6 relative in
-the logits, measured on the seeded ResNet50), and the parity tests check the
-ScoreCAM weights it produces against upstream's.
+(one per channel of the target layer) whose only use is a score, and the
+forward-only methods (EigenCAM, FEM, KPCA-CAM, DFF) spend much of theirs in
+one forward.  Paddle's dynamic-graph CPU kernels run a ResNet50 forward about
+2.5x slower than torch's oneDNN; the same network exported to a static graph
+and run by Paddle Inference with oneDNN and its conv/batch-norm/ReLU fusion
+passes runs about 4x faster than dygraph.  The difference in float32 results
+is the size of the difference between any two convolution libraries (~2e-6
+relative in the logits, measured on the seeded ResNet50), and the parity runs
+compare every CAM computed this way with upstream's.
 
-Only float32 on the CPU is accelerated (oneDNN has no float64 kernels);
-anything else, or a model that cannot be exported, falls back to the model
-itself, so the engine never changes what can be computed.
+``make_batch_scorer`` maps a batch to the outputs; ``make_forward_engine`` to
+the outputs and the outputs of chosen sub-layers (the CAM's target layers),
+captured by hooks while the program is traced.  Only float32 on the CPU is
+accelerated (oneDNN has no float64 kernels); anything else, or a model that
+cannot be exported, falls back to the model itself, so the engine never
+changes what can be computed.  Building a predictor (exporting the program,
+creating it) is a one-time cost of a few seconds per input shape.
 """
 from __future__ import annotations
 
@@ -20,29 +25,54 @@ import copy
 import os
 import tempfile
 import warnings
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
-__all__ = ["make_batch_scorer"]
+__all__ = ["make_batch_scorer", "make_forward_engine", "engine_applies", "default_engine_threads"]
 
 
-def _export_predictor(model: paddle.nn.Layer, channels: int, height: int, width: int, threads: int):
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_post_hooks",
+    "_forward_pre_hooks_with_kwargs_flag",
+    "_forward_post_hooks_with_kwargs_flag",
+    "_forward_post_hooks_always_called",
+)
+
+
+def _hook_free_copy(model: paddle.nn.Layer) -> paddle.nn.Layer:
+    """A deep copy of ``model`` in eval mode without any forward hook.
+
+    The hooks are set aside while copying: deep-copying them would copy
+    whatever they are bound to (a CAM object and the tensors it holds).
+    """
+    saved = []
+    for layer in model.sublayers(include_self=True):
+        hooks = {name: getattr(layer, name) for name in _HOOK_DICTS if hasattr(layer, name)}
+        saved.append((layer, hooks))
+        for name, value in hooks.items():
+            setattr(layer, name, type(value)())
+    try:
+        copied = copy.deepcopy(model)
+    finally:
+        for layer, hooks in saved:
+            for name, value in hooks.items():
+                setattr(layer, name, value)
+    copied.eval()
+    return copied
+
+
+def _create_predictor(layer: paddle.nn.Layer, spec, threads: int):
+    """``layer`` exported to a static program and loaded by a oneDNN Paddle Inference predictor."""
     from paddle import inference
 
-    spec = [paddle.static.InputSpec([None, channels, height, width], "float32", "x")]
-    # to_static converts a Layer in place; export a hook-free copy so the caller's model stays as it was.
-    exported = copy.deepcopy(model)
-    for layer in exported.sublayers(include_self=True):
-        layer._forward_pre_hooks.clear()
-        layer._forward_post_hooks.clear()
-    exported.eval()
     with tempfile.TemporaryDirectory(prefix="paddle-gradcam-engine-") as directory:
         prefix = os.path.join(directory, "model")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            static = paddle.jit.to_static(exported, input_spec=spec, full_graph=True)
+            static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
             paddle.jit.save(static, prefix)
         program = next(
             os.path.join(directory, name) for name in sorted(os.listdir(directory)) if name.endswith((".json", ".pdmodel"))
@@ -57,6 +87,23 @@ def _export_predictor(model: paddle.nn.Layer, channels: int, height: int, width:
         return inference.create_predictor(config)
 
 
+def _export_predictor(model: paddle.nn.Layer, channels: int, height: int, width: int, threads: int):
+    spec = [paddle.static.InputSpec([None, channels, height, width], "float32", "x")]
+    # to_static converts a Layer in place; export a hook-free copy so the caller's model stays as it was.
+    return _create_predictor(_hook_free_copy(model), spec, threads)
+
+
+def engine_applies(example: paddle.Tensor) -> bool:
+    """The engine accelerates float32 on the CPU only (oneDNN has no float64 kernels)."""
+    return example.dtype == paddle.float32 and paddle.device.get_device().startswith("cpu")
+
+
+def default_engine_threads() -> int:
+    """The thread count the caller's environment asks for (``OMP_NUM_THREADS``), else every core."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    return int(requested) if requested.isdigit() and int(requested) > 0 else (os.cpu_count() or 1)
+
+
 def make_batch_scorer(
     model: paddle.nn.Layer, example: paddle.Tensor, enabled: bool = True, threads: Optional[int] = None
 ) -> Callable[[paddle.Tensor], paddle.Tensor]:
@@ -68,10 +115,10 @@ def make_batch_scorer(
     def direct(batch: paddle.Tensor) -> paddle.Tensor:
         return model(batch)
 
-    if not enabled or example.dtype != paddle.float32 or not paddle.device.get_device().startswith("cpu"):
+    if not enabled or not engine_applies(example):
         return direct
     try:
-        predictor = _export_predictor(model, *[int(s) for s in example.shape[1:]], threads=threads or os.cpu_count() or 1)
+        predictor = _export_predictor(model, *[int(s) for s in example.shape[1:]], threads=threads or default_engine_threads())
     except Exception:  # export is best-effort: any model the engine cannot take runs as it is
         return direct
     input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -82,5 +129,72 @@ def make_batch_scorer(
         input_handle.copy_from_cpu(np.ascontiguousarray(batch.numpy()))
         predictor.run()
         return paddle.to_tensor(output_handle.copy_to_cpu())
+
+    return engine
+
+
+class _OutputsWithActivations(paddle.nn.Layer):
+    """``model``'s outputs followed by the outputs of ``captured_layers``, in the order they ran.
+
+    The capturing hooks run while the program is traced, so the static
+    program returns the very tensors the port's ``ActivationsAndGradients``
+    hooks would have stored, in the same order.
+    """
+
+    def __init__(self, model: paddle.nn.Layer, captured_layers: Sequence[paddle.nn.Layer]) -> None:
+        super().__init__()
+        self.model = model
+        self.captured: List[paddle.Tensor] = []
+        for layer in captured_layers:
+            layer.register_forward_post_hook(self._capture)
+
+    def _capture(self, layer, inputs, output):
+        self.captured.append(output)
+
+    def forward(self, x):
+        self.captured.clear()
+        outputs = self.model(x)
+        return [outputs] + list(self.captured)
+
+
+ForwardEngine = Callable[[paddle.Tensor], Tuple[paddle.Tensor, List[paddle.Tensor]]]
+
+
+def make_forward_engine(
+    model: paddle.nn.Layer, target_layers: Sequence[paddle.nn.Layer], example: paddle.Tensor, threads: Optional[int] = None
+) -> Optional[ForwardEngine]:
+    """A function mapping a batch shaped like ``example`` to ``(outputs, activations of target_layers)``.
+
+    For the methods that read only the forward pass (no gradients): the
+    whole forward runs in a oneDNN predictor instead of dynamic-graph
+    Paddle.  Returns None (the caller runs the model itself) for anything
+    but float32 on the CPU, for a target layer that is not a sub-layer of
+    ``model``, or a model the export cannot take.
+    """
+    if not engine_applies(example):
+        return None
+    path_of = {id(layer): path for path, layer in model.named_sublayers(include_self=True)}
+    if any(id(layer) not in path_of for layer in target_layers):
+        return None
+    copied = _hook_free_copy(model)
+    copied_layers = dict(copied.named_sublayers(include_self=True))
+    wrapper = _OutputsWithActivations(copied, [copied_layers[path_of[id(layer)]] for layer in target_layers])
+    wrapper.eval()
+    spec = [paddle.static.InputSpec([None] + [int(s) for s in example.shape[1:]], "float32", "x")]
+    try:
+        predictor = _create_predictor(wrapper, spec, threads or default_engine_threads())
+    except Exception:  # export is best-effort: any model the engine cannot take runs as it is
+        return None
+    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    output_handles = [predictor.get_output_handle(name) for name in predictor.get_output_names()]
+    if len(output_handles) < 1 + len(target_layers):
+        return None
+
+    def engine(batch: paddle.Tensor) -> Tuple[paddle.Tensor, List[paddle.Tensor]]:
+        input_handle.reshape(list(batch.shape))
+        input_handle.copy_from_cpu(np.ascontiguousarray(batch.numpy()))
+        predictor.run()
+        results = [paddle.to_tensor(handle.copy_to_cpu()) for handle in output_handles]
+        return results[0], results[1:]
 
     return engine

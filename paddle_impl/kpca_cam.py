@@ -25,6 +25,8 @@ __all__ = ["KPCA_CAM"]
 class KPCA_CAM(BaseCAM):
     """Kernel-PCA projection of the target-layer activations (no gradients, no class)."""
 
+    compiled_forward = True  # reads only the forward pass: see BaseCAM.forward_through_engine
+
     def __init__(
         self,
         model: paddle.nn.Layer,

@@ -10,10 +10,10 @@ Same numbers as upstream, less work:
 * channels whose normalised masks are bit-identical (all the dead, all-zero
   channels for instance) produce bit-identical masked images, so each distinct
   mask is scored once and its score shared;
-* in float32 on the CPU the masked images are scored by a Paddle Inference
-  predictor with oneDNN (``paddle_impl.inference_engine``), about 4x faster
-  than dynamic-graph Paddle; ``inference_engine=False`` scores with the model
-  itself.
+* in float32 on the CPU the first pass and the masked images run in one
+  Paddle Inference predictor with oneDNN (``paddle_impl.inference_engine``),
+  about 4x faster than dynamic-graph Paddle; ``inference_engine=False`` runs
+  the model itself.
 Scores are collected as Python floats and turned into float32 before the
 softmax, as upstream does, so the weights are float32 even for a float64 model.
 """
@@ -33,6 +33,9 @@ __all__ = ["ScoreCAM"]
 
 
 class ScoreCAM(BaseCAM):
+    # The first pass and the scoring passes share one predictor: see BaseCAM.forward_through_engine.
+    compiled_forward = True
+
     def __init__(
         self,
         model,
@@ -48,6 +51,8 @@ class ScoreCAM(BaseCAM):
         self.engine_threads = engine_threads
         self._scorers: Dict[tuple, Callable] = {}
         self.progress_callback: Optional[Callable[[int, int], None]] = None
+        # Images the network ran on in the last call: the first pass's batch plus every masked image scored.
+        self.last_forward_count = 0
 
     def forward(self, input_tensor: paddle.Tensor, targets, eigen_smooth: bool = False) -> np.ndarray:
         # The scorer is built before the first forward pass, not in the middle of the first call:
@@ -55,6 +60,7 @@ class ScoreCAM(BaseCAM):
         # pass should see the process in one state, so that the first pass of a ScoreCAM object
         # computes exactly what its later passes on the same input compute.
         self._scorer_for(input_tensor)
+        self.last_forward_count = int(input_tensor.shape[0])
         return super().forward(input_tensor, targets, eigen_smooth)
 
     def normalised_masks(self, input_tensor: paddle.Tensor, activations: np.ndarray) -> paddle.Tensor:
@@ -99,9 +105,13 @@ class ScoreCAM(BaseCAM):
         """The (cached) function that scores a batch shaped like ``input_tensor``."""
         key = (tuple(input_tensor.shape[1:]), str(input_tensor.dtype), self.inference_engine)
         if key not in self._scorers:
-            self._scorers[key] = make_batch_scorer(
-                self.model, input_tensor, enabled=self.inference_engine, threads=self.engine_threads
-            )
+            engine = self.forward_engine_for(input_tensor)
+            if engine is not None:
+                self._scorers[key] = lambda batch: engine(batch)[0]
+            else:
+                self._scorers[key] = make_batch_scorer(
+                    self.model, input_tensor, enabled=self.inference_engine, threads=self.engine_threads
+                )
         return self._scorers[key]
 
     def _score_channels(
@@ -121,6 +131,7 @@ class ScoreCAM(BaseCAM):
             channels = distinct[start : start + self.batch_size]
             batch = image[None] * paddle.index_select(masks, paddle.to_tensor(channels), axis=0)[:, None]
             outputs = scorer(batch)
+            self.last_forward_count += len(channels)
             for channel, output in zip(channels, outputs):
                 score_of[channel] = target(output).item()
             if self.progress_callback is not None:

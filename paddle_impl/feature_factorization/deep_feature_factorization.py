@@ -16,7 +16,7 @@ both sides draw the same random initialisation.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import paddle
@@ -24,6 +24,7 @@ import paddle.nn.functional as F
 from sklearn.decomposition import NMF
 
 from paddle_impl.activations_and_gradients import ActivationsAndGradients
+from paddle_impl.inference_engine import engine_applies, make_forward_engine
 from paddle_impl.utils.image import create_labels_legend, scale_cam_image, show_factorization_on_image
 
 __all__ = ["dff", "DeepFeatureFactorization", "run_dff_on_image"]
@@ -70,8 +71,14 @@ class DeepFeatureFactorization:
     ) -> None:
         """Hook ``target_layer`` of ``model``."""
         self.model = model
+        self.target_layer = target_layer
         self.computation_on_concepts = computation_on_concepts
         self.activations_and_grads = ActivationsAndGradients(self.model, [target_layer], reshape_transform)
+        # As BaseCAM's: the forward pass in a oneDNN predictor for float32 on the CPU (built once per
+        # input shape, on the first call); False runs the model in dynamic-graph Paddle.
+        self.inference_engine = True
+        self.engine_threads: Optional[int] = None
+        self._forward_engines: Dict[tuple, Optional[Callable]] = {}
 
     def __call__(
         self, input_tensor: paddle.Tensor, n_components: int = 16
@@ -84,10 +91,7 @@ class DeepFeatureFactorization:
         concepts, as numpy.
         """
         batch_size, channels, h, w = input_tensor.shape
-        # Only activations are read, so no graph is built.
-        with paddle.no_grad():
-            self.activations_and_grads(input_tensor, capture_gradients=False)
-        activations = self.activations_and_grads.activations[0].numpy()
+        activations = self._target_layer_activations(input_tensor).numpy()
 
         concepts, explanations = dff(activations, n_components=n_components)
         processed_explanations = [scale_cam_image(batch, (w, h)) for batch in explanations]
@@ -98,6 +102,25 @@ class DeepFeatureFactorization:
                 concept_outputs = self.computation_on_concepts(concept_tensors).numpy()
             return concepts, processed_explanations, concept_outputs
         return concepts, processed_explanations
+
+    def _target_layer_activations(self, input_tensor: paddle.Tensor) -> paddle.Tensor:
+        """The target layer's output (through ``reshape_transform``): from the predictor where it applies."""
+        engine = None
+        if self.inference_engine and engine_applies(input_tensor):
+            key = (tuple(input_tensor.shape[1:]), self.engine_threads)
+            if key not in self._forward_engines:
+                self._forward_engines[key] = make_forward_engine(
+                    self.model, [self.target_layer], input_tensor, threads=self.engine_threads
+                )
+            engine = self._forward_engines[key]
+        if engine is not None:
+            activations = engine(input_tensor)[1][0]
+            transform = self.activations_and_grads.reshape_transform
+            return activations if transform is None else transform(activations)
+        # Only activations are read, so no graph is built.
+        with paddle.no_grad():
+            self.activations_and_grads(input_tensor, capture_gradients=False)
+        return self.activations_and_grads.activations[0]
 
     def release(self) -> None:
         """Remove the hook."""

@@ -1,0 +1,65 @@
+"""The compiled forward of the forward-only methods (BaseCAM.forward_through_engine).
+
+The predictor must hand back what the dynamic-graph hooks store (same
+tensors, same order, through reshape_transform), be used where it applies
+(float32, CPU, a forward-only method) and nowhere else.
+"""
+import numpy as np
+import paddle
+import pytest
+
+from paddle_impl import EigenCAM, GradCAM, ScoreCAM
+from paddle_impl.inference_engine import make_forward_engine
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    paddle.seed(3)
+    model = paddle.vision.models.resnet18(num_classes=10)
+    model.eval()
+    return model
+
+
+def test_engine_returns_outputs_and_every_target_activation_in_hook_order(small_model):
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 48, 48)).astype("float32"))
+    layers = [small_model.layer3, small_model.layer2]  # listed out of execution order on purpose
+    engine = make_forward_engine(small_model, layers, x, threads=1)
+    assert engine is not None
+    outputs, activations = engine(x)
+    stored = []
+    handles = [layer.register_forward_post_hook(lambda l, i, o: stored.append(o.numpy())) for layer in layers]
+    with paddle.no_grad():
+        eager_outputs = small_model(x).numpy()
+    for handle in handles:
+        handle.remove()
+    assert [a.shape for a in activations] == [list(s.shape) for s in stored]  # layer2 ran first
+    for compiled, eager in zip([outputs.numpy()] + [a.numpy() for a in activations], [eager_outputs] + stored):
+        scale = np.abs(eager).max()
+        assert np.abs(compiled - eager).max() <= 1e-5 * scale, "predictor and dynamic graph disagree"
+
+
+def test_forward_only_method_uses_the_engine_and_agrees_with_dynamic_graph(small_model):
+    x = paddle.to_tensor(np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype("float32"))
+    cam = EigenCAM(small_model, [small_model.layer4])
+    compiled = cam(x)
+    assert [engine is not None for engine in cam._forward_engines.values()] == [True]
+    cam.inference_engine = False
+    eager = cam(x)
+    assert np.abs(compiled - eager).max() <= 1e-4
+
+
+def test_engine_is_not_used_for_float64_or_gradient_methods(small_model):
+    cam = EigenCAM(small_model, [small_model.layer4])
+    assert cam.forward_engine_for(paddle.zeros([1, 3, 32, 32], dtype="float64")) is None
+    grad_cam = GradCAM(small_model, [small_model.layer4])
+    assert grad_cam.forward_engine_for(paddle.zeros([1, 3, 32, 32])) is None
+    assert cam._forward_engines == {} and grad_cam._forward_engines == {}
+
+
+def test_score_cam_counts_the_images_it_ran(small_model):
+    x = paddle.to_tensor(np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype("float32"))
+    cam = ScoreCAM(small_model, [small_model.layer3])
+    cam(x)
+    channels = 256
+    # the first pass (1 image) plus one masked image per distinct mask, at most one per channel
+    assert 1 < cam.last_forward_count <= 1 + channels
