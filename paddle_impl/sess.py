@@ -22,6 +22,7 @@ SESS draws no random numbers.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, List, Optional, Sequence, Tuple, Type
 
@@ -42,6 +43,7 @@ Coordinates = Tuple[int, int, int, int]
 
 # -- torchvision's tensor resize (bilinear, antialias=True), in numpy ----------------
 
+@functools.lru_cache(maxsize=128)
 def _antialias_weights(input_size: int, output_size: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
     """First source index and normalised triangle-filter weights for every output index of one axis.
 
@@ -50,32 +52,40 @@ def _antialias_weights(input_size: int, output_size: int, dtype: np.dtype) -> Tu
     follows ATen's ``_compute_indices_min_size_weights_aa`` for the data's
     ``scalar_t``; for float32 that mixes float and double exactly where the
     C++ does (``scale * (i + 0.5)`` in double, rounded to float, etc.).
+    Every output index is computed at once (each is independent of the
+    others; only the running sum over a row's taps is sequential, and it
+    stays so), and the result is cached: SESS asks for the same dozen
+    (size, scale) pairs for every image.  The arrays are read-only.
     """
-    real = np.dtype(dtype).type
+    dtype = np.dtype(dtype)
+    real = dtype.type
     scale = real(input_size) / real(output_size)
     support = real(np.float64(scale)) if scale >= 1.0 else real(1.0)
     taps = int(math.ceil(float(support))) * 2 + 1
-    inverse_scale = real(1.0 / np.float64(scale)) if scale >= 1.0 else real(1.0)
+    inverse_scale = np.float64(real(1.0 / np.float64(scale)) if scale >= 1.0 else real(1.0))
 
-    starts = np.zeros(output_size, dtype=np.int64)
+    center = (np.float64(scale) * (np.arange(output_size) + 0.5)).astype(dtype)
+    # int() of a double truncates towards zero, as the C++ cast does.
+    first = np.maximum(np.trunc((center - support).astype(np.float64) + 0.5).astype(np.int64), 0)
+    last = np.minimum(np.trunc((center + support).astype(np.float64) + 0.5).astype(np.int64), input_size)
+    count = np.clip(last - first, 0, taps)
+
     weights = np.zeros((output_size, taps), dtype=dtype)
-    for i in range(output_size):
-        center = real(np.float64(scale) * (i + 0.5))
-        first = max(int(np.float64(real(center - support)) + 0.5), 0)
-        count = min(int(np.float64(real(center + support)) + 0.5), input_size) - first
-        count = min(max(count, 0), taps)
-        row = []
-        total = real(0.0)
-        for j in range(count):
-            distance = abs(real((np.float64(real(real(j + first) - center)) + 0.5) * np.float64(inverse_scale)))
-            w = real(1.0 - np.float64(distance)) if distance < 1.0 else real(0.0)
-            row.append(w)
-            total = real(total + w)
-        if total != 0.0:
-            row = [real(w / total) for w in row]
-        starts[i] = first
-        weights[i, :count] = row
-    return starts, weights
+    total = np.zeros(output_size, dtype=dtype)
+    for j in range(taps):
+        distance = np.abs(
+            (((first + j).astype(dtype) - center).astype(np.float64) + 0.5) * inverse_scale
+        ).astype(dtype)
+        w = np.where(distance < 1.0, (1.0 - distance.astype(np.float64)).astype(dtype), real(0.0))
+        w = np.where(j < count, w, real(0.0))
+        weights[:, j] = w
+        # Taps past the count add an exact 0, so each row's sum is the C++'s sequential one.
+        total = total + w
+    normalised = total != 0.0
+    weights[normalised] = weights[normalised] / total[normalised, None]
+    first.setflags(write=False)
+    weights.setflags(write=False)
+    return first, weights
 
 
 _SPLITTER = 134217729.0  # 2**27 + 1: splits a double into two 26-bit halves
@@ -282,7 +292,10 @@ class SESS:
             target = self.get_target(image)
 
         patches, coordinates = self.collect_patches(image, window_size, step_size)
-        scores = self.get_scores(patches, target)
+        if self.scores_come_with_cams():
+            patch_cams, scores = self.explain_every_patch(patches, target, eigen_smooth)
+        else:
+            patch_cams, scores = None, self.get_scores(patches, target)
 
         # Only the best-scoring patches are explained; argsort's order also
         # fixes the order the patch CAMs are fused in, as upstream.
@@ -293,8 +306,11 @@ class SESS:
         fusion = _CAMFusion((height, width), self.pool, self.theta)
         for batch_start in range(0, len(order), self.batch_size):
             indices = order[batch_start : batch_start + self.batch_size]
-            batch = paddle.to_tensor(np.concatenate([patches[i] for i in indices]))
-            batch_cams = self.base_cam(batch, [target] * len(indices), eigen_smooth=eigen_smooth)
+            if patch_cams is None:
+                batch = paddle.to_tensor(np.concatenate([patches[i] for i in indices]))
+                batch_cams = self.base_cam(batch, [target] * len(indices), eigen_smooth=eigen_smooth)
+            else:
+                batch_cams = patch_cams[indices]
             batch_weights = weights[batch_start : batch_start + self.batch_size]
             for cam, weight, index in zip(batch_cams, batch_weights, indices):
                 fusion.add(self.paste_cam(cam * weight, coordinates[index], (height, width)))
@@ -303,6 +319,55 @@ class SESS:
         if self.smooth:
             cam = cv2.GaussianBlur(cam, (11, 11), 5.0, 0)
         return cam
+
+    def scores_come_with_cams(self) -> bool:
+        """Whether the base CAM's own forward pass can also give the patch scores (see ``explain_every_patch``).
+
+        That needs every patch explained (no pre-filtering: otherwise the
+        scores decide which patches get a CAM) and a base CAM whose
+        ``outputs`` are the model's outputs on the patches, which BaseCAM's
+        plain forward pass records.  A method with its own forward
+        (ScoreCAM, AblationCAM) or a second-order graph (ShapleyCAM) keeps
+        upstream's separate scoring pass.
+        """
+        base = self.base_cam
+        return (
+            self.pre_filter_ratio == 0.0
+            and isinstance(base, BaseCAM)
+            and base.detach
+            and type(base).forward is BaseCAM.forward
+            and type(base).forward_and_backward is BaseCAM.forward_and_backward
+        )
+
+    def explain_every_patch(
+        self, patches: Sequence[np.ndarray], target: Callable, eigen_smooth: bool = False
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """(N, h, w) base CAMs of every patch and their (N,) scores, from one forward pass per batch.
+
+        Upstream runs the network twice on every patch: once without
+        gradients for its score, then again inside the base method.  Both
+        passes are the model on the same patch, so the base method's pass
+        is read for the score too: the same batches in the same order as
+        ``get_scores`` makes them, the same softmax and target, hence the
+        same scores.  Each patch's CAM depends only on that patch and the
+        common target, so computing them in this order rather than the
+        score order changes nothing; the fusion still follows the score
+        order.
+        """
+        cams, scores = [], []
+        for batch_start in range(0, len(patches), self.batch_size):
+            chunk = patches[batch_start : batch_start + self.batch_size]
+            batch = paddle.to_tensor(np.concatenate(chunk))
+            cams.append(self.base_cam(batch, [target] * len(chunk), eigen_smooth=eigen_smooth))
+            scores.append(self.target_scores(self.base_cam.outputs.detach(), target))
+        return np.concatenate(cams), np.maximum(np.concatenate(scores), 0)
+
+    def target_scores(self, outputs: paddle.Tensor, target: Callable) -> np.ndarray:
+        """The target's score in each row of ``outputs``: of the softmax (default) or the raw output."""
+        with paddle.no_grad():
+            if self.use_softmax_scores:
+                outputs = F.softmax(outputs, axis=-1)
+            return target(outputs).numpy()
 
     def get_scales(self, window_size: int) -> List[int]:
         """The shorter-side sizes the image is resized to."""
@@ -339,10 +404,7 @@ class SESS:
         with paddle.no_grad():
             for batch_start in range(0, len(patches), self.batch_size):
                 batch = paddle.to_tensor(np.concatenate(patches[batch_start : batch_start + self.batch_size]))
-                outputs = self.model(batch)
-                if self.use_softmax_scores:
-                    outputs = F.softmax(outputs, axis=-1)
-                scores.append(target(outputs).numpy())
+                scores.append(self.target_scores(self.model(batch), target))
         # A negative score cannot weigh a CAM.
         return np.maximum(np.concatenate(scores), 0)
 
