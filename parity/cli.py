@@ -302,7 +302,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m parity") -> in
         return _run(args)
 
 
-_MULTI_MODEL_PROFILES = ("zoo", "upstream-suite", "hubs")
+_MULTI_MODEL_PROFILES = ("zoo", "upstream-suite", "upstream-suite-informative", "hubs")
 
 
 def _apply_pair(args) -> None:
@@ -321,7 +321,7 @@ def _apply_pair(args) -> None:
 def _setup_transform(args):
     """How the command line's --model/--target-layers/--batch/--size/--target-category change each setup."""
     given = {name: getattr(args, name) for name in ("model", "target_layers", "paddle_target_layers", "batch", "size")}
-    if args.profile == "upstream-suite":
+    if args.profile in ("upstream-suite", "upstream-suite-informative"):
         given["target_category"] = args.target_category
     if args.profile in _MULTI_MODEL_PROFILES and getattr(args, "pair", None) is None:
         clashing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]

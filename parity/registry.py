@@ -364,16 +364,35 @@ _UPSTREAM_MODELS = (("resnet18", "layer4[-1],layer4[-2]"), ("vgg11", "features[-
 _UPSTREAM_INPUTS = ((2, (32, 32)), (1, (32, 40)))
 _UPSTREAM_TARGETS = (None, 100)
 
+# The same matrix where its maps have something to compare.  At 32x32 both models' target layers are 1x1, so
+# every map is flat whatever the weights.  Measured on the seeded weights (resnet18_s2 / vgg11_s2, both.png),
+# sizes 32, 64, ..., 224 with upstream's 4:5 aspect kept beside the square: up to 192x192 vgg11's XGradCAM of
+# category 100 is all zeros (its weighted activations are negative everywhere; also GradCAM's on resnet18 at
+# 64x64); 224x224 and 224x280 leave no map flat.
+_INFORMATIVE_INPUTS = ((2, (224, 224)), (1, (224, 280)))
+# ScoreCAM and AblationCAM rerun the whole network once per channel (1,024 passes of vgg11 per image at batch 2):
+# at 224x224 one case takes ~8 min a side on one core, so they run the matrix at a smaller size that still
+# leaves no map flat (measured as above).
+_INFORMATIVE_HEAVY_INPUTS = ((2, (64, 64)), (1, (64, 80)))
 
-def _upstream_suite_setups(spec: MethodSpec) -> List[Setup]:
+
+def _upstream_matrix(inputs) -> List[Setup]:
     setups = []
     for model, layers in _UPSTREAM_MODELS:
-        for batch, size in _UPSTREAM_INPUTS:
+        for batch, size in inputs:
             for target in _UPSTREAM_TARGETS:
                 name = f"{model}-b{batch}-{size[0]}x{size[1]}" + ("" if target is None else f"-t{target}")
                 setups.append(Setup(name=name, model=model, torch_layers=layers, paddle_layers=layers, size=size,
                                     batch=batch, target_category=target, cost_scale=batch * _pixels_scale(size) / 4))
     return setups
+
+
+def _upstream_suite_setups(spec: MethodSpec) -> List[Setup]:
+    return _upstream_matrix(_UPSTREAM_INPUTS)
+
+
+def _upstream_suite_informative_setups(spec: MethodSpec) -> List[Setup]:
+    return _upstream_matrix(_INFORMATIVE_HEAVY_INPUTS if spec.reruns_network_per_channel else _INFORMATIVE_INPUTS)
 
 
 PROFILES: Dict[str, Profile] = {
@@ -391,8 +410,12 @@ PROFILES: Dict[str, Profile] = {
         Profile("zoo", "every model of the zoo x the 8 seed methods, no smoothing, at each model's default target "
                 "layer (ScoreCAM/AblationCAM at 64x64)", SEED_METHODS, ("no_smooth",), _zoo_setups),
         Profile("upstream-suite", "upstream's tests/test_run_all_models.py matrix: resnet18 (two layers) and vgg11, "
-                "batch 2 at 32x32 and 1 at 32x40, argmax and category 100, eigen_smooth on and off",
+                "batch 2 at 32x32 and 1 at 32x40, argmax and category 100, eigen_smooth on and off (1x1 target layers: most "
+                "maps flat, shown as vacuous; upstream-suite-informative runs it where they are not)",
                 SEED_METHODS, PLAIN_SMOOTHS, _upstream_suite_setups),
+        Profile("upstream-suite-informative", "upstream-suite's matrix where its maps are not flat: the same models, "
+                "layers, batches, targets and modes at 224x224 (batch 2) and 224x280 (batch 1); ScoreCAM/AblationCAM "
+                "at 64x64 and 64x80", SEED_METHODS, PLAIN_SMOOTHS, _upstream_suite_informative_setups),
         Profile("hubs", "every timm <-> PaddleClas pair of the registry (parity.hubs: CNNs and transformers) x the 8 "
                 "seed methods, no smoothing, at each pair's input size and default target layers; ScoreCAM/AblationCAM "
                 "on the small CNN pairs only, at their smaller size", SEED_METHODS, ("no_smooth",), _hub_setups),

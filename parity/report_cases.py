@@ -75,7 +75,7 @@ def _in_order(values: Iterable[str], order: Iterable[str]) -> List[str]:
 
 # Profiles that choose their own models, layers, batches and sizes: one of their cases is rerun
 # alone through a single-setup profile with the case's setup spelled out.
-_MULTI_SETUP_PROFILES = ("zoo", "upstream-suite")
+_MULTI_SETUP_PROFILES = ("zoo", "upstream-suite", "upstream-suite-informative")
 _RERUN_OUT = "rerun"  # never the default `reports`: a case rerun alone must not overwrite a committed report
 
 
