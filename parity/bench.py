@@ -319,6 +319,17 @@ def target_layer(model: str) -> str:
     return TARGET_LAYER if model == DEFAULT_MODEL else ""
 
 
+def model_size(model: str, size: Optional[int]) -> Optional[int]:
+    """The input's side: ``--size`` when given, else a hub pair's own input size (a transformer's token grid
+    depends on it), else None (the image at its own size)."""
+    if size is not None:
+        return size
+    from parity.model_zoo import arch
+
+    own = getattr(arch(model), "input_size", None)
+    return int(own[0]) if own and own[0] == own[1] else None
+
+
 def _resolve_path(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
@@ -482,7 +493,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
             label = "-".join(str(part) for part in (next(counter), kind, framework, model, f"b{batch}", f"t{threads}", smooth, method) if part)
             calls = args.heavy_calls if method and _is_heavy(method) else args.calls
             return BenchJob(kind=kind, framework=framework, threads=threads, out_dir=str(Path(work) / label), model=model,
-                            layers=target_layer(model), method=method, smooth=smooth, batch=batch, size=args.size,
+                            layers=target_layer(model), method=method, smooth=smooth, batch=batch, size=model_size(model, args.size),
                             image=str(image), dtype=args.dtype, torch_weights=str(torch_weights),
                             paddle_weights=str(paddle_weights), calls=calls,
                             throughput_batches=list(args.throughput_batches), matmul_size=args.matmul_size)

@@ -330,3 +330,11 @@ def test_a_rate_above_the_peak_from_upstreams_count_is_called_out():
     assert "above the machine's peak" in paddle_line  # 513 × 0.075 GFLOP in 0.2 s = 192 GFLOP/s
     record["torch_seconds"] = 2.0  # 19 GFLOP/s, under the peak
     assert "above the machine's peak" not in bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, None)[1]
+
+
+def test_a_hub_pair_without_size_runs_at_its_own_input_size():
+    from parity.model_zoo import HUB_PAIRS
+
+    transformer = next(name for name, spec in HUB_PAIRS.items() if spec.torch_reshape)
+    assert bench.model_size(transformer, None) == HUB_PAIRS[transformer].input_size[0]
+    assert bench.model_size(transformer, 64) == 64 and bench.model_size("resnet18", None) is None
