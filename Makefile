@@ -62,6 +62,7 @@ parity-quick: fixtures weights
 # -- timing (parity.bench) ----------------------------------------------------------------
 BENCH := $(PYTHON) -m parity.bench
 BENCH_WORK ?= build/bench
+BENCH_REPORTS ?= reports
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 BENCH_QUICK_THREADS ?= 2
 BENCH_THREADS ?= $(if $(filter 1,$(NPROC)),1,1,$(NPROC))
@@ -81,7 +82,7 @@ BENCH_GRID = $(BENCH) --size 224 --threads $(BENCH_THREADS) --out $(BENCH_WORK) 
 bench: fixtures weights
 	$(BENCH) --methods $(SEED_LIGHT) --threads $(BENCH_QUICK_THREADS) --repeat 1 --calls 3 --remeasure 2 --out $(BENCH_WORK) --name quick-light
 	$(BENCH) --model resnet18 --methods scorecam --size 224 --threads $(BENCH_QUICK_THREADS) --heavy-calls 0 --throughput-batches 1,16 --out $(BENCH_WORK) --name quick-scorecam
-	$(BENCH) merge $(BENCH_WORK)/quick-light.json $(BENCH_WORK)/quick-scorecam.json --out reports --name bench
+	$(BENCH) merge $(BENCH_WORK)/quick-light.json $(BENCH_WORK)/quick-scorecam.json --out $(BENCH_REPORTS) --name bench
 
 # The whole grid of issue 22, at 1 thread and every core; the light methods 2 processes x 2 calls per framework.
 # ScoreCAM and AblationCAM make one call per process (--heavy-calls 0: set-up included, a second call would cost hours)
@@ -97,10 +98,10 @@ bench-parts: fixtures weights
 	$(BENCH_GRID) --model $(HUB_BENCH) --methods seed --repeat 2 --calls 2 --name $(notdir $(call part,hubs))
 
 bench-merge:
-	$(BENCH) merge $(wildcard $(BENCH_WORK)/all-*.json) --out reports --name bench_all
-	$(BENCH) merge $(wildcard $(BENCH_WORK)/smooth*.json) --out reports --name bench_smooth
-	$(BENCH) merge $(wildcard $(BENCH_WORK)/zoo-*.json) --out reports --name bench_zoo
-	$(BENCH) merge $(wildcard $(BENCH_WORK)/hubs*.json) --out reports --name bench_hubs
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/all-*.json) --out $(BENCH_REPORTS) --name bench_all
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/smooth*.json) --out $(BENCH_REPORTS) --name bench_smooth
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/zoo-*.json) --out $(BENCH_REPORTS) --name bench_zoo
+	$(BENCH) merge $(wildcard $(BENCH_WORK)/hubs*.json) --out $(BENCH_REPORTS) --name bench_hubs
 
 bench-all: bench-parts
 	$(MAKE) bench-merge

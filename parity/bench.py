@@ -593,6 +593,24 @@ def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Pat
     return json_path, md_path
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a killed make, a CI timeout) ends the bench like Ctrl-C, so that the running worker's process
+    group is killed too instead of running on alone."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
@@ -602,7 +620,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from paddle_impl.errors import UserError
 
     try:
-        data, all_ok = run_bench(args, argv)
+        with _terminate_as_interrupt():
+            data, all_ok = run_bench(args, argv)
     except TimingFileError as error:
         parser.error(str(error))  # exits 2
     except UserError as error:

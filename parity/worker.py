@@ -9,7 +9,9 @@ Paddle's thread pools from fighting and makes the timings fair.
 
 The torch side imports the unmodified ``pytorch_grad_cam``; the only thing
 the harness adds is the stage recorder (see ``parity.stages``), which passes
-arguments and results through untouched.
+arguments and results through untouched.  Its copies cost time, so a case's
+``seconds`` here is a recorded call's; the benchmark times the plain call in
+``parity.bench_worker`` instead.
 """
 from __future__ import annotations
 

@@ -338,3 +338,16 @@ def test_a_hub_pair_without_size_runs_at_its_own_input_size():
     transformer = next(name for name, spec in HUB_PAIRS.items() if spec.torch_reshape)
     assert bench.model_size(transformer, None) == HUB_PAIRS[transformer].input_size[0]
     assert bench.model_size(transformer, 64) == 64 and bench.model_size("resnet18", None) is None
+
+
+def test_sigterm_ends_the_bench_like_ctrl_c(monkeypatch, tmp_path, capsys):
+    import signal
+
+    def terminated(args, argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+    monkeypatch.setattr(bench, "run_bench", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert bench.main(["--methods", "gradcam", "--out", str(tmp_path)]) == 130
+    assert "interrupted; nothing written" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGTERM) == before
