@@ -386,13 +386,25 @@ def run_worker(job: BenchJob, timeout: float) -> Tuple[Optional[Dict], float, Op
         tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
         return None, wall, f"worker exited with status {returncode}; its output ends: {tail}"
     try:
-        result = json.loads((out_dir / "result.json").read_text())
-        if job.kind == "cam":
-            result["first_call_seconds"] = float(result["first_call_seconds"])
-            result["seconds"] = [float(s) for s in result["seconds"]]
+        result = read_result(job, (out_dir / "result.json").read_text())
     except (OSError, ValueError, KeyError, TypeError) as error:
         return None, wall, f"worker result unreadable ({type(error).__name__}: {error})"
     return result, wall, None
+
+
+def read_result(job: BenchJob, text: str) -> Dict:
+    """A worker's ``result.json``, its times checked: a cam job's ``seconds`` a non-empty list of numbers and
+    ``first_call_seconds`` a number, or None when the first call was the only one (``calls`` 0)."""
+    result = json.loads(text)
+    if job.kind == "cam":
+        result["seconds"] = [float(s) for s in result["seconds"]]
+        if not result["seconds"]:
+            raise ValueError("no timed call")
+        first = result.get("first_call_seconds")
+        if first is None and job.calls != 0:
+            raise ValueError("no first call time")
+        result["first_call_seconds"] = None if first is None else float(first)
+    return result
 
 
 def _load_average() -> Optional[List[float]]:

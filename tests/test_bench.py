@@ -351,3 +351,14 @@ def test_sigterm_ends_the_bench_like_ctrl_c(monkeypatch, tmp_path, capsys):
     assert bench.main(["--methods", "gradcam", "--out", str(tmp_path)]) == 130
     assert "interrupted; nothing written" in capsys.readouterr().err and not list(tmp_path.iterdir())
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_worker_results_are_read_with_their_times_checked():
+    job = bench.BenchJob(kind="cam", framework="paddle", threads=1, out_dir="x", calls=0)
+    one_call = bench.read_result(job, json.dumps({"seconds": [5.0], "first_call_seconds": None, "forward_count": 7}))
+    assert one_call["seconds"] == [5.0] and one_call["first_call_seconds"] is None and one_call["forward_count"] == 7
+    job.calls = 2
+    assert bench.read_result(job, json.dumps({"seconds": [1, 2], "first_call_seconds": 3}))["first_call_seconds"] == 3.0
+    for bad in ({"seconds": [1.0], "first_call_seconds": None}, {"seconds": [], "first_call_seconds": 1.0}, {"first_call_seconds": 1.0}):
+        with pytest.raises((ValueError, KeyError)):
+            bench.read_result(job, json.dumps(bad))
