@@ -120,7 +120,9 @@ _ABLATION_NOTE = (
 _XGRAD_NOTE = (
     "float32: the channel weights divide by the channel's activation sum, near zero where the target layer's "
     "output is not rectified (densenet121's dense block, mobilenet_v3_large's hardswish block): measured CAM max|Δ| "
-    "1.27e-4 (mobilenet_v3_large) and 1.06e-4 (densenet121) in the zoo, <= 3.3e-6 on the ResNets; float64: 2.4e-7"
+    "1.27e-4 (mobilenet_v3_large) and 1.06e-4 (densenet121) in the zoo on torchvision's plain init; on the zoo's "
+    "seeded weights 6.5e-5 (mobilenet_v3_large, class 111), 6.0e-5 (densenet121), 3.6e-5 (mobilenet_v2), "
+    "<= 2.7e-6 on the ResNets and VGGs; float64: 2.4e-7"
 )
 
 _NEW_NOTE = (
