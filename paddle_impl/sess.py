@@ -203,6 +203,55 @@ class _CAMFusion:
         return np.divide(self.total, self.counts, out=np.zeros_like(self.total), where=self.counts > 0)
 
 
+class _StoredPasses:
+    """The base CAM's forward/backward results for every patch, replayed into its CAM step batch by batch.
+
+    ``cams`` does what the second half of ``BaseCAM.forward`` does
+    (``compute_cam_per_layer`` then ``aggregate_multi_layers``) on a batch
+    of patches in any order: it puts those patches' outputs, activations
+    and gradients where the forward pass would have left them.  Each
+    patch's rows are its own (every operation is per image), so the CAM
+    is the one a fresh pass on that batch gives, and whatever observes the
+    base CAM's steps sees upstream's batches in upstream's order.
+    """
+
+    def __init__(self, base_cam: BaseCAM) -> None:
+        self.base_cam = base_cam
+        self.outputs: List[paddle.Tensor] = []
+        self.activations: List[List[paddle.Tensor]] = []
+        self.gradients: List[List[paddle.Tensor]] = []
+        self._all: Optional[Tuple[paddle.Tensor, List[paddle.Tensor], List[paddle.Tensor]]] = None
+
+    def keep(self) -> None:
+        """Store what the base CAM's last forward/backward pass left (the next pass replaces those lists)."""
+        recorded = self.base_cam.activations_and_grads
+        self.outputs.append(self.base_cam.outputs.detach())
+        self.activations.append(list(recorded.activations))
+        self.gradients.append(list(recorded.gradients))
+
+    def _joined(self) -> Tuple[paddle.Tensor, List[paddle.Tensor], List[paddle.Tensor]]:
+        """Every patch's outputs, and per target layer its activations and gradients, one row per patch."""
+        if self._all is None:
+            self._all = (
+                paddle.concat(self.outputs),
+                [paddle.concat(list(layer)) for layer in zip(*self.activations)],
+                [paddle.concat(list(layer)) for layer in zip(*self.gradients)],
+            )
+        return self._all
+
+    def cams(self, batch: paddle.Tensor, indices: np.ndarray, targets: List[Callable], eigen_smooth: bool) -> np.ndarray:
+        """The base CAM's (len(indices), h, w) CAMs of the patches ``indices`` (``batch`` holds those patches)."""
+        base = self.base_cam
+        recorded = base.activations_and_grads
+        rows = paddle.to_tensor(np.asarray(indices, dtype=np.int64))
+        outputs, activations, gradients = self._joined()
+        base.outputs = paddle.gather(outputs, rows)
+        recorded.activations = [paddle.gather(layer, rows) for layer in activations]
+        recorded.gradients = [paddle.gather(layer, rows) for layer in gradients]
+        cam_per_layer = base.compute_cam_per_layer(batch, targets, eigen_smooth)
+        return base.aggregate_multi_layers(cam_per_layer)
+
+
 class SESS:
     """A meta-method: ``base_method`` on patches of the image at several scales, fused by score.
 
@@ -293,9 +342,9 @@ class SESS:
 
         patches, coordinates = self.collect_patches(image, window_size, step_size)
         if self.scores_come_with_cams():
-            patch_cams, scores = self.explain_every_patch(patches, target, eigen_smooth)
+            passes, scores = self.run_every_patch(patches, target)
         else:
-            patch_cams, scores = None, self.get_scores(patches, target)
+            passes, scores = None, self.get_scores(patches, target)
 
         # Only the best-scoring patches are explained; argsort's order also
         # fixes the order the patch CAMs are fused in, as upstream.
@@ -306,11 +355,11 @@ class SESS:
         fusion = _CAMFusion((height, width), self.pool, self.theta)
         for batch_start in range(0, len(order), self.batch_size):
             indices = order[batch_start : batch_start + self.batch_size]
-            if patch_cams is None:
-                batch = paddle.to_tensor(np.concatenate([patches[i] for i in indices]))
+            batch = paddle.to_tensor(np.concatenate([patches[i] for i in indices]))
+            if passes is None:
                 batch_cams = self.base_cam(batch, [target] * len(indices), eigen_smooth=eigen_smooth)
             else:
-                batch_cams = patch_cams[indices]
+                batch_cams = passes.cams(batch, indices, [target] * len(indices), eigen_smooth)
             batch_weights = weights[batch_start : batch_start + self.batch_size]
             for cam, weight, index in zip(batch_cams, batch_weights, indices):
                 fusion.add(self.paste_cam(cam * weight, coordinates[index], (height, width)))
@@ -321,46 +370,46 @@ class SESS:
         return cam
 
     def scores_come_with_cams(self) -> bool:
-        """Whether the base CAM's own forward pass can also give the patch scores (see ``explain_every_patch``).
+        """Whether the base CAM's own forward pass can also give the patch scores (see ``run_every_patch``).
 
         That needs every patch explained (no pre-filtering: otherwise the
-        scores decide which patches get a CAM) and a base CAM whose
-        ``outputs`` are the model's outputs on the patches, which BaseCAM's
-        plain forward pass records.  A method with its own forward
-        (ScoreCAM, AblationCAM) or a second-order graph (ShapleyCAM) keeps
-        upstream's separate scoring pass.
+        scores decide which patches get a CAM) and a base CAM with BaseCAM's
+        plain pipeline, whose ``outputs``, activations and gradients are
+        kept between its forward/backward pass and its CAM computation.  A
+        method with its own forward (ScoreCAM, AblationCAM), a second-order
+        graph (ShapleyCAM) or an input gradient (FullGrad) keeps upstream's
+        separate scoring pass.
         """
         base = self.base_cam
         return (
             self.pre_filter_ratio == 0.0
             and isinstance(base, BaseCAM)
             and base.detach
+            and not base.compute_input_gradient
             and type(base).forward is BaseCAM.forward
             and type(base).forward_and_backward is BaseCAM.forward_and_backward
         )
 
-    def explain_every_patch(
-        self, patches: Sequence[np.ndarray], target: Callable, eigen_smooth: bool = False
-    ) -> Tuple[np.ndarray, np.ndarray]:
-        """(N, h, w) base CAMs of every patch and their (N,) scores, from one forward pass per batch.
+    def run_every_patch(self, patches: Sequence[np.ndarray], target: Callable) -> Tuple["_StoredPasses", np.ndarray]:
+        """The base CAM's forward/backward pass on every patch, kept, and the (N,) patch scores read from it.
 
         Upstream runs the network twice on every patch: once without
         gradients for its score, then again inside the base method.  Both
-        passes are the model on the same patch, so the base method's pass
-        is read for the score too: the same batches in the same order as
-        ``get_scores`` makes them, the same softmax and target, hence the
-        same scores.  Each patch's CAM depends only on that patch and the
-        common target, so computing them in this order rather than the
-        score order changes nothing; the fusion still follows the score
-        order.
+        are the model on the same patch, so the base method's pass is run
+        first, in the batches ``get_scores`` makes, and its outputs give the
+        scores (the same softmax and target).  The CAMs are computed
+        afterwards from the kept activations and gradients, in the score
+        order and batches upstream uses (see ``_StoredPasses``).
         """
-        cams, scores = [], []
+        base = self.base_cam
+        passes = _StoredPasses(base)
+        scores = []
         for batch_start in range(0, len(patches), self.batch_size):
             chunk = patches[batch_start : batch_start + self.batch_size]
-            batch = paddle.to_tensor(np.concatenate(chunk))
-            cams.append(self.base_cam(batch, [target] * len(chunk), eigen_smooth=eigen_smooth))
-            scores.append(self.target_scores(self.base_cam.outputs.detach(), target))
-        return np.concatenate(cams), np.maximum(np.concatenate(scores), 0)
+            base.forward_and_backward(paddle.to_tensor(np.concatenate(chunk)), [target] * len(chunk))
+            passes.keep()
+            scores.append(self.target_scores(base.outputs.detach(), target))
+        return passes, np.maximum(np.concatenate(scores), 0)
 
     def target_scores(self, outputs: paddle.Tensor, target: Callable) -> np.ndarray:
         """The target's score in each row of ``outputs``: of the softmax (default) or the raw output."""

@@ -115,12 +115,12 @@ def test_pre_filtering_keeps_the_separate_scoring_pass(paddle_models, reference_
 
 
 def test_only_plain_base_forwards_lend_their_scores(paddle_models):
-    """A base CAM with its own forward or a second-order graph keeps upstream's scoring pass."""
-    from paddle_impl import GradCAM, ScoreCAM, ShapleyCAM
+    """A base CAM with its own forward, a second-order graph or an input gradient keeps upstream's scoring pass."""
+    from paddle_impl import FullGrad, GradCAM, ScoreCAM, ShapleyCAM
 
     model = paddle_models("float32")
-    for base, shared in ((GradCAM, True), (ScoreCAM, False), (ShapleyCAM, False)):
-        cam = paddle_sess.SESS(model, [model.layer4], base_method=base)
+    for base, shared in ((GradCAM, True), (ScoreCAM, False), (ShapleyCAM, False), (FullGrad, False)):
+        cam = paddle_sess.SESS(model, [] if base is FullGrad else [model.layer4], base_method=base)
         try:
             assert cam.scores_come_with_cams() is shared, base.__name__
         finally:
