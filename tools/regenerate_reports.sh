@@ -48,11 +48,8 @@ timed "full float64" $PY -m parity --profile full --dtype float64 \
   --methods gradcam,gradcam++,xgradcam,eigencam,eigengradcam,layercam --jobs 2 --out reports/f64-full
 timed "all-methods float64" $PY -m parity --profile all-methods --dtype float64 --jobs 2 --out reports/all-methods/f64
 timed "upstream-suite" $PY -m parity --profile upstream-suite --dtype float32 --jobs 2 --out reports/upstream-suite
-UPSTREAM_INFORMATIVE=${UPSTREAM_INFORMATIVE:-}
-if [ -n "$UPSTREAM_INFORMATIVE" ]; then
-  timed "$UPSTREAM_INFORMATIVE" $PY -m parity --profile "$UPSTREAM_INFORMATIVE" --dtype float32 --jobs 2 \
-    --out "reports/$UPSTREAM_INFORMATIVE"
-fi
+timed "upstream-suite-informative" $PY -m parity --profile upstream-suite-informative --dtype float32 --jobs 2 \
+  --out reports/upstream-suite-informative
 timed "hubs float32" $PY -m parity --profile hubs --jobs 2 --out reports/hubs
 timed "hubs float64" $PY -m parity --profile hubs --dtype float64 --jobs 2 --out reports/hubs/f64
 timed "vit report" $PY -m tools.vit_report --out reports/all-methods/vit
