@@ -8,7 +8,7 @@ import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "FRAMEWORKS", "NEAR_PARITY", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
+    "FRAMEWORKS", "NEAR_PARITY", "slower_reason_lines", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
     "gflops_per_second", "best_forward_throughput", "throughput_lines", "render_markdown",
     "render_json", "cell_key",
 ]
@@ -144,6 +144,33 @@ def throughput_lines(record: Dict, peak: Optional[Dict], network: Optional[Dict]
                      f"({network['gflops_per_second']:.1f} GFLOP/s, {network['path']} at batch {network['batch']})")
         lines.append(text)
     return lines
+
+
+def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch: int) -> List[str]:
+    """Under a table with cells above 1.0x: the plain network forward of both frameworks, measured in the same run.
+
+    The light methods are one forward (and one backward) plus numpy; where
+    Paddle's dynamic-graph forward alone costs more than torch's, that is the
+    measured reason a method built on it cannot reach 1.0x.
+    """
+    slower = [r["method"] for r in records if r.get("ratio") is not None and r["ratio"] > 1.0]
+    if not slower:
+        return []
+    text = f"Above 1.0×: {', '.join(slower)}."
+    paddle = ((network or {}).get("paddle") or {}).get("seconds") or {}
+    torch = ((network or {}).get("torch") or {}).get("seconds") or {}
+    eager, compiled, reference = paddle.get("paddle eager") or {}, paddle.get("paddle predictor") or {}, torch.get("torch eager") or {}
+    shared = [b for b in (str(batch), "1") if b in eager and b in reference]
+    if not shared:
+        return ["", text + " (the plain network forward was not measured in this run)"]
+    b = shared[0]
+    text += (f" The network's plain forward at batch {b}, measured in this run at the same thread count: Paddle's "
+             f"dynamic graph {eager[b]:.3g} s, torch {reference[b]:.3g} s ({eager[b] / reference[b]:.2f}×)")
+    if b in compiled:
+        text += f"; Paddle's compiled predictor {compiled[b]:.3g} s ({compiled[b] / reference[b]:.2f}×)"
+    text += (". These methods run that forward (and a backward) in the dynamic graph, where gradients are taken; "
+             "the forward-only methods run it in the predictor.")
+    return ["", text]
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -306,6 +333,7 @@ def render_markdown(data: Dict) -> str:
                 f"| {ratio_text(record['ratio'])} | {setup_text(record.get('paddle_setup_seconds'))} "
                 f"| {setup_text(record.get('torch_setup_seconds'))} | {_memory(record, 'paddle')} "
                 f"| {_memory(record, 'torch')} | {samples_text(record)} |")
+        lines += slower_reason_lines(records, networks.get(f"{model} t{thread_count}"), batch)
         heavy = [record for record in records if record.get("heavy")]
         if heavy:
             lines.append("")

@@ -364,3 +364,14 @@ def test_worker_results_are_read_with_their_times_checked():
     for bad in ({"seconds": [1.0], "first_call_seconds": None}, {"seconds": [], "first_call_seconds": 1.0}, {"first_call_seconds": 1.0}):
         with pytest.raises((ValueError, KeyError)):
             bench.read_result(job, json.dumps(bad))
+
+
+def test_cells_above_parity_get_the_measured_forward_as_their_reason():
+    records = [{"method": "gradcam", "ratio": 0.7}, {"method": "shapleycam", "ratio": 1.4}]
+    network = {"paddle": {"seconds": {"paddle eager": {"1": 0.26, "16": 3.0}, "paddle predictor": {"1": 0.09}}},
+               "torch": {"seconds": {"torch eager": {"1": 0.13, "16": 1.6}}}}
+    line = bench_report.slower_reason_lines(records, network, batch=8)[1]
+    assert line.startswith("Above 1.0×: shapleycam.") and "gradcam" not in line
+    assert "batch 1" in line and "0.26 s, torch 0.13 s (2.00×)" in line and "predictor 0.09 s (0.69×)" in line
+    assert bench_report.slower_reason_lines(records[:1], network, batch=1) == []
+    assert "not measured" in bench_report.slower_reason_lines(records, None, batch=1)[1]
