@@ -197,4 +197,41 @@ def make_forward_engine(
         results = [paddle.to_tensor(handle.copy_to_cpu()) for handle in output_handles]
         return results[0], results[1:]
 
-    return engine
+    return engine if _agrees_with_dynamic_graph(engine, model, target_layers, example) else None
+
+
+# A compiled forward is used only when it reproduces the dynamic graph on the first input to this
+# relative bound; library-to-library float32 differences are ~1e-6 of the values' scale.
+ENGINE_CHECK_RELATIVE_BOUND = 1e-4
+
+
+def _agrees_with_dynamic_graph(engine: ForwardEngine, model: paddle.nn.Layer, target_layers, example) -> bool:
+    """One dynamic-graph forward on ``example`` against the predictor: outputs and every target activation.
+
+    Some exported programs compute something else than the Layer (PaddleClas's
+    ConvNeXt-tiny gave other logits, another argmax class: measured); the
+    check costs one forward at set-up and keeps such a model on the dynamic graph.
+    """
+    captured: List[np.ndarray] = []
+    handles = [layer.register_forward_post_hook(lambda layer, inputs, output: captured.append(output.numpy()))
+               for layer in target_layers]
+    try:
+        with paddle.no_grad():
+            eager_outputs = model(example).numpy()
+    except Exception:
+        return False
+    finally:
+        for handle in handles:
+            handle.remove()
+    outputs, activations = engine(example)
+    compiled = [outputs.numpy()] + [a.numpy() for a in activations]
+    eager = [eager_outputs] + captured
+    if len(compiled) != len(eager):
+        return False
+    for ours, reference in zip(compiled, eager):
+        if ours.shape != reference.shape:
+            return False
+        scale = float(np.abs(reference).max()) if reference.size else 0.0
+        if not np.all(np.isfinite(ours)) or float(np.abs(ours - reference).max(initial=0.0)) > ENGINE_CHECK_RELATIVE_BOUND * scale:
+            return False
+    return True

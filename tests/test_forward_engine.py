@@ -63,3 +63,26 @@ def test_score_cam_counts_the_images_it_ran(small_model):
     channels = 256
     # the first pass (1 image) plus one masked image per distinct mask, at most one per channel
     assert 1 < cam.last_forward_count <= 1 + channels
+
+
+class _ExportsDifferently(paddle.nn.Layer):
+    """A layer whose traced program computes something else than its dynamic graph (as PaddleClas's ConvNeXt did)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 4, 3)
+
+    def forward(self, x):
+        features = self.conv(x)
+        return features.mean(axis=[2, 3]) * (1.0 if paddle.in_dynamic_mode() else 2.0)
+
+
+def test_an_export_that_disagrees_with_the_dynamic_graph_is_not_used():
+    paddle.seed(0)
+    model = _ExportsDifferently()
+    model.eval()
+    x = paddle.to_tensor(np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype("float32"))
+    assert make_forward_engine(model, [model.conv], x, threads=1) is None
+    cam = EigenCAM(model, [model.conv])
+    cam(x)
+    assert list(cam._forward_engines.values()) == [None]  # the dynamic graph ran
