@@ -28,7 +28,7 @@ import paddle
 
 from paddle_impl.activations_and_gradients import ActivationsAndGradients, frozen_parameters, second_order_graph
 from paddle_impl.augmentation import AUG_SMOOTH_VARIANTS, AugmentationVariant
-from paddle_impl.inference_engine import engine_applies, make_forward_engine
+from paddle_impl.inference_engine import cached_forward_engine
 from paddle_impl.utils.image import scale_cam_image
 from paddle_impl.utils.model_targets import ClassifierOutputTarget
 from paddle_impl.utils.reshape_transforms import AutoReshapeTransform
@@ -227,14 +227,11 @@ class BaseCAM:
         """The (cached) predictor-backed forward for inputs shaped like ``input_tensor``, or None."""
         if not (self.compiled_forward and self.inference_engine and self.detach) or self.uses_gradients:
             return None
-        if self.compute_input_gradient or not engine_applies(input_tensor):
+        if self.compute_input_gradient:
             return None
-        key = (tuple(input_tensor.shape[1:]), self.engine_threads)
-        if key not in self._forward_engines:
-            self._forward_engines[key] = make_forward_engine(
-                self.model, self.target_layers, input_tensor, threads=self.engine_threads
-            )
-        return self._forward_engines[key]
+        return cached_forward_engine(
+            self._forward_engines, self.model, self.target_layers, input_tensor, self.engine_threads
+        )
 
     @staticmethod
     def get_target_width_height(input_tensor: paddle.Tensor) -> Tuple[int, int]:

@@ -25,12 +25,18 @@ import copy
 import os
 import tempfile
 import warnings
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
-__all__ = ["make_batch_scorer", "make_forward_engine", "engine_applies", "default_engine_threads"]
+__all__ = [
+    "make_batch_scorer",
+    "make_forward_engine",
+    "cached_forward_engine",
+    "engine_applies",
+    "default_engine_threads",
+]
 
 
 _HOOK_DICTS = (
@@ -202,6 +208,26 @@ def make_forward_engine(
 
 # A compiled forward is used only when it reproduces the dynamic graph on the first input to this
 # relative bound; library-to-library float32 differences are ~1e-6 of the values' scale.
+def cached_forward_engine(
+    cache: Dict[tuple, Optional[ForwardEngine]],
+    model: paddle.nn.Layer,
+    target_layers,
+    input_tensor: paddle.Tensor,
+    threads: Optional[int] = None,
+) -> Optional[ForwardEngine]:
+    """``make_forward_engine`` once per (input shape, thread count), kept in ``cache``; None where it does not apply.
+
+    A failed export or self-check is cached too (as None), so the dynamic graph
+    runs from then on without trying again for that shape.
+    """
+    if not engine_applies(input_tensor):
+        return None
+    key = (tuple(input_tensor.shape[1:]), threads)
+    if key not in cache:
+        cache[key] = make_forward_engine(model, target_layers, input_tensor, threads=threads)
+    return cache[key]
+
+
 ENGINE_CHECK_RELATIVE_BOUND = 1e-4
 
 

@@ -38,6 +38,7 @@ from parity.cache import ResultCache
 from parity.config import RunConfig
 from parity.outcome import JobOutcome
 from parity.plan import Plan, cache_key, job_views, make_plan, view_cases
+from parity.provenance import project_state
 from parity.schedule import WORKER_OVERHEAD_SECONDS, job_cost
 from parity.worker import WorkerJob, method_error
 
@@ -163,7 +164,8 @@ def run_shard(config: RunConfig, provenance: Dict, shard: Tuple[int, int], argv:
 
     run_plan(config, Plan(jobs=to_run), on_outcome, live, report_units=True)
     manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
-    manifest["provenance"] = provenance
+    # the commit the shard ran at, so a merge or reports/shards.md can say which code the times measure
+    manifest["provenance"] = dict(provenance, project=project_state())
     from paddle_impl.atomic import write_text
 
     write_text(out / MANIFEST, json.dumps(manifest, indent=1))

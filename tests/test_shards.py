@@ -103,6 +103,8 @@ def test_merged_fake_shards_equal_the_unsharded_run(tmp_path, monkeypatch, weigh
     assert len({m["fingerprint"] for m in manifests}) == 1
     owned = [name for m in manifests for name in m["items"]]
     assert sorted(owned) == sorted(manifests[0]["all_items"]) and len(owned) == len(set(owned))
+    # each shard records the commit it ran at (reports/shards.md names it)
+    assert all(m["provenance"]["project"]["commit"] for m in manifests)
     units = [name for name in owned if "-variant" in name]
     assert len(units) == 2 * 6  # ScoreCAM on both sides: six units each, spread over the shards
     assert len({k for k, m in enumerate(manifests) for name in m["items"] if "-variant" in name}) > 1

@@ -24,7 +24,7 @@ import paddle.nn.functional as F
 from sklearn.decomposition import NMF
 
 from paddle_impl.activations_and_gradients import ActivationsAndGradients
-from paddle_impl.inference_engine import engine_applies, make_forward_engine
+from paddle_impl.inference_engine import cached_forward_engine
 from paddle_impl.utils.image import create_labels_legend, scale_cam_image, show_factorization_on_image
 
 __all__ = ["dff", "DeepFeatureFactorization", "run_dff_on_image"]
@@ -106,13 +106,10 @@ class DeepFeatureFactorization:
     def _target_layer_activations(self, input_tensor: paddle.Tensor) -> paddle.Tensor:
         """The target layer's output (through ``reshape_transform``): from the predictor where it applies."""
         engine = None
-        if self.inference_engine and engine_applies(input_tensor):
-            key = (tuple(input_tensor.shape[1:]), self.engine_threads)
-            if key not in self._forward_engines:
-                self._forward_engines[key] = make_forward_engine(
-                    self.model, [self.target_layer], input_tensor, threads=self.engine_threads
-                )
-            engine = self._forward_engines[key]
+        if self.inference_engine:
+            engine = cached_forward_engine(
+                self._forward_engines, self.model, [self.target_layer], input_tensor, self.engine_threads
+            )
         if engine is not None:
             activations = engine(input_tensor)[1][0]
             transform = self.activations_and_grads.reshape_transform
