@@ -27,10 +27,8 @@ Three kinds of job, each writing ``result.json`` into its ``out_dir``:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -233,18 +231,9 @@ def run_bench_job(job: BenchJob) -> Dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m parity.bench_worker JOB.json", file=sys.stderr)
-        return 2
-    job = BenchJob.from_json(Path(argv[0]).read_text())
-    os.environ.setdefault("PADDLE_GRADCAM_PROGRESS", "0")
-    try:
-        run_bench_job(job)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    return 0
+    from parity.worker import job_file_main
+
+    return job_file_main(argv, "parity.bench_worker", BenchJob.from_json, run_bench_job)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from parity.registry import Setup
 
-__all__ = ["WorkerJob", "run_job", "worker_environment", "THREAD_ENV_VARS", "load_input_image", "batch_of", "overlay_picture"]
+__all__ = ["WorkerJob", "run_job", "job_file_main", "worker_environment", "THREAD_ENV_VARS", "load_input_image", "batch_of", "overlay_picture"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -342,19 +342,25 @@ def run_job(job: WorkerJob) -> Dict:
     return result
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def job_file_main(argv: Optional[List[str]], program: str, load_job: Callable[[str], object],
+                  run: Callable[[object], object]) -> int:
+    """A worker process's entry point: ``python -m PROGRAM JOB.json``; 0 when ``run`` finished, 1 on its exception."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m parity.worker JOB.json", file=sys.stderr)
+        print(f"usage: python -m {program} JOB.json", file=sys.stderr)
         return 2
-    job = WorkerJob.from_json(Path(argv[0]).read_text())
+    job = load_job(Path(argv[0]).read_text())
     os.environ.setdefault("PADDLE_GRADCAM_PROGRESS", "0")
     try:
-        run_job(job)
+        run(job)
     except Exception:
         traceback.print_exc()
         return 1
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return job_file_main(argv, "parity.worker", WorkerJob.from_json, run_job)
 
 
 if __name__ == "__main__":
