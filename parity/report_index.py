@@ -55,11 +55,25 @@ def _bench_entry(json_path: Path, root: Path) -> Optional[Dict]:
     if data is None or not report.is_file():
         return None
     machine = data.get("machine") or {}
-    methods = data.get("methods") or {}
-    count = len(methods) if isinstance(methods, (dict, list)) else 0
     return {"path": report.relative_to(root).as_posix(), "title": f"timings: {json_path.stem.replace('_', ' ')}",
-            "verdict": f"timings of {count} method(s) on {machine.get('cpu', 'an unnamed CPU')}",
+            "verdict": _bench_verdict(data, machine.get("cpu", "an unnamed CPU")),
             "date": machine.get("date"), "project": _project(machine) or _project(data)}
+
+
+def _bench_verdict(data: Dict, cpu: str) -> str:
+    """How many cells are at or below upstream's time, how many above, and the slowest; older files: methods only."""
+    cells = data.get("cells")
+    if not isinstance(cells, dict):  # the format before parity.bench's cells (2026-11)
+        methods = data.get("methods") or {}
+        return f"timings of {len(methods) if isinstance(methods, (dict, list)) else 0} method(s) on {cpu}"
+    timed = {name: cell["ratio"] for name, cell in cells.items()
+             if isinstance(cell, dict) and isinstance(cell.get("ratio"), (int, float))}
+    slower = sorted((name for name, value in timed.items() if value > 1.0), key=lambda name: -timed[name])
+    words = f"{len(timed)} cell(s) timed on {cpu}: {len(timed) - len(slower)} at or below upstream's time"
+    if slower:
+        words += f", {len(slower)} above (slowest: `{slower[0]}` {timed[slower[0]]:.2f}×)"
+    untimed = len(cells) - len(timed)
+    return words + (f", {untimed} without a ratio (an error)" if untimed else "")
 
 
 def _paper_entry(json_path: Path, root: Path) -> Optional[Dict]:

@@ -172,3 +172,13 @@ def test_a_rerun_of_a_profile_says_what_moved(tmp_path, capsys):
     assert "1 of 2 cases moved" in first_screen and "`b` 1.0% → 9.0%" in first_screen
     saved = json.loads((out / "parity.json").read_text(encoding="utf-8"))
     assert [m["id"] for m in saved["previous_run"]["moved"]] == ["b"]
+
+
+def test_a_bench_report_is_listed_with_its_slower_cells(tmp_path):
+    cells = {"resnet50 b1 t2 no_smooth gradcam": {"ratio": 0.8}, "resnet50 b1 t2 no_smooth fem": {"ratio": 1.25},
+             "resnet50 b1 t2 no_smooth scorecam": {"ratio": None}}
+    (tmp_path / "bench.json").write_text(json.dumps({"machine": {"cpu": "cpu", "date": "2026-12-07"}, "cells": cells}))
+    (tmp_path / "bench.md").write_text("# bench\n")
+    line = render_index(tmp_path, tmp_path).split("(bench.md)", 1)[1]
+    assert ("2 cell(s) timed on cpu: 1 at or below upstream's time, 1 above (slowest: "
+            "`resnet50 b1 t2 no_smooth fem` 1.25×), 1 without a ratio") in line
