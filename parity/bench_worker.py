@@ -168,11 +168,19 @@ def _run_cam(job: BenchJob) -> Dict:
     return result
 
 
+# One timed forward per batch size gave Paddle's dynamic graph 0.372 s for ResNet50 at batch 1 in one run (2026-12-07)
+# where fresh processes of the same job measured 0.185-0.258 s: the fastest of a few calls is the path's speed.
+THROUGHPUT_CALLS = 3
+
+
 def _timed(function, argument) -> float:
     function(argument)  # one-time costs (primitive creation, the predictor's first run) stay out
-    started = time.perf_counter()
-    function(argument)
-    return time.perf_counter() - started
+    best = float("inf")
+    for _ in range(THROUGHPUT_CALLS):
+        started = time.perf_counter()
+        function(argument)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _run_throughput(job: BenchJob) -> Dict:
