@@ -164,8 +164,9 @@ def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch:
     if not shared:
         return ["", text + " (the plain network forward was not measured in this run)"]
     b = shared[0]
-    text += (f" The network's plain forward at batch {b}, measured in this run at the same thread count (the fastest of 3 calls after one untimed): Paddle's "
-             f"dynamic graph {eager[b]:.3g} s, torch {reference[b]:.3g} s ({eager[b] / reference[b]:.2f}×)")
+    text += (f" The network's plain forward at batch {b}, measured in this run at the same thread count (the fastest "
+             f"of 3 calls after one untimed): Paddle's dynamic graph {eager[b]:.3g} s, torch {reference[b]:.3g} s "
+             f"({eager[b] / reference[b]:.2f}×)")
     if b in compiled:
         text += f"; Paddle's compiled predictor {compiled[b]:.3g} s ({compiled[b] / reference[b]:.2f}×)"
     text += (". These methods run that forward (and a backward) in the dynamic graph, where gradients are taken; "
