@@ -40,13 +40,17 @@ class Switch:
     is the sentence the report prints: what differs, where, and why the
     switched model is the same function.  The harness verifies each pair's
     switches when it converts the weights: the forward check must fail
-    without them and pass with them.
+    without them and pass with them.  ``measured_in`` is the dtype in which
+    that check can see the switch: "float64" for a difference below
+    float32's resolution (a constant that differs in its eighth digit), which
+    only the float64 profiles show.
     """
 
     name: str
     reason: str
     apply: Optional[Callable[[Any], int]] = field(default=None, compare=False)
     paddle_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    measured_in: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ model zoo's torchvision -> ``paddle.vision`` conversion both use what is here.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -75,6 +76,8 @@ __all__ = [
 # on the registry's models at 64x64 (oneDNN and Paddle round convolutions
 # differently); a swapped tensor moves the logits by percents or more.
 VERIFY_RTOL = 1e-4
+# The same check in float64 (a hub switch that only float64 can see): the harness's float64 `logits` bound.
+VERIFY_RTOL_FLOAT64 = 1e-9
 VERIFY_INPUT_SHAPE = (1, 3, 64, 64)
 _VERIFY_SEED = 20240607
 # The pairing forward pass only needs every layer to run once; any input works.
@@ -1144,17 +1147,29 @@ def _semantic_config(layer: Any, framework: str) -> Dict[str, Any]:
 
 
 def _hard_sigmoid_slope(layer: Any, framework: str) -> Optional[str]:
-    """'slope S, offset O' of a hard-sigmoid layer (torch's and paddle.nn.Hardsigmoid: 1/6, 1/2)."""
+    """'slope S, offset O' of a hard-sigmoid layer, to 10 digits.
+
+    torch's ``nn.Hardsigmoid`` is relu6(x + 3) / 6; ``paddle.nn.Hardsigmoid``
+    passes no slope, so ``F.hardsigmoid``'s default applies: the literal
+    0.1666667, which only float64 tells apart from 1/6.
+    """
     if framework == "torch":
         if isinstance(layer, sys.modules["torch"].nn.Hardsigmoid):
-            return "slope 0.1667, offset 0.5"
+            return _slope_words(1.0 / 6.0, 0.5)
         return None
-    if isinstance(layer, sys.modules["paddle"].nn.Hardsigmoid):
-        return "slope 0.1667, offset 0.5"
+    paddle = sys.modules["paddle"]
+    if isinstance(layer, paddle.nn.Hardsigmoid):
+        defaults = inspect.signature(paddle.nn.functional.hardsigmoid).parameters
+        return _slope_words(getattr(layer, "slope", defaults["slope"].default),
+                            getattr(layer, "offset", defaults["offset"].default))
     slope, offset = getattr(layer, "slope", None), getattr(layer, "offset", None)
     if isinstance(slope, (int, float)) and isinstance(offset, (int, float)) and "sigmoid" in type(layer).__name__.lower():
-        return f"slope {float(slope):.4g}, offset {float(offset):.4g}"
+        return _slope_words(slope, offset)
     return None
+
+
+def _slope_words(slope: float, offset: float) -> str:
+    return f"slope {float(slope):.10g}, offset {float(offset):.10g}"
 
 
 def _config_difference(torch_layer: Any, paddle_layer: Any, wide: bool = False) -> str:

@@ -181,11 +181,59 @@ def test_a_missing_bias_and_the_inference_dropout_are_switched_on_lcnet(one_thre
     from parity.hub_transfer import transfer_pair
 
     done = transfer_pair(arch("lcnet_100"), _seeded("lcnet_100"))
-    without_bias, without_dropout = done.switch_check.without
+    without_bias, without_dropout, without_slope = done.switch_check.without
     # the layer on each side and the attribute that differs (its wording is the transfer's)
     assert "torch conv_head" in without_bias and "paddle last_conv" in without_bias and "bias" in without_bias
     assert "dropout" in without_dropout.lower() and ("0.8" in without_dropout or "downscale_in_infer" in without_dropout), without_dropout
     assert "last_conv.bias" in done.state
+    # the gate's slope: invisible in float32, shown needed in float64, with both constants named
+    assert "(in float64)" in without_slope and "se.hardsigmoid" in without_slope, without_slope
+    assert "slope 0.1666666667, offset 0.5 vs slope 0.1666667, offset 0.5" in without_slope, without_slope
+    assert "; in float64: lcnet_100:" in done.switch_check.with_switches
+
+
+def test_the_torch_hard_sigmoid_switch_computes_torchs_gate_and_gradient_in_float64():
+    """Op by op against torch: the switched layer's output and input gradient to float64's last bits, Paddle's own
+    nn.Hardsigmoid 2e-8 away (its slope literal), which a switch verified in float32 could never show."""
+    import paddle
+    import torch
+
+    from parity.hubs.paddle_layers import TorchHardsigmoid
+    from parity.hubs.switches import torch_hard_sigmoid
+
+    x = np.random.default_rng(0).uniform(-4, 4, size=(4, 64)).astype(np.float64)
+    t_in = torch.tensor(x, requires_grad=True)
+    t_out = torch.nn.Hardsigmoid()(t_in)
+    t_out.sum().backward()
+
+    def paddle_side(layer):
+        p_in = paddle.to_tensor(x, stop_gradient=False)
+        p_out = layer(p_in)
+        p_out.sum().backward()
+        return p_out.numpy(), p_in.grad.numpy()
+
+    out, grad = paddle_side(TorchHardsigmoid())
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=0, atol=1e-15)
+    # torch's CPU backward multiplies by 1.0f / 6.0f, a float32 constant, in float64 too (measured: 0.16666667163):
+    # 3e-8 relative from 1/6, inside the float64 `gradients` bound (1e-7 relative); Paddle's default slope is 2e-7 off.
+    t_grad = t_in.grad.numpy()
+    assert np.all(np.isin(t_grad, [0.0, float(np.float32(1.0) / np.float32(6.0))]))
+    np.testing.assert_allclose(grad, t_grad, rtol=4e-8, atol=0)
+    default_out, default_grad = paddle_side(paddle.nn.Hardsigmoid())
+    assert np.max(np.abs(default_out - t_out.detach().numpy())) > 1e-8
+    assert np.max(np.abs(default_grad - t_grad)) > 1e-7 * np.max(np.abs(t_grad))
+
+    class Gate(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv = paddle.nn.Conv2D(2, 2, 1)
+            self.hardsigmoid = paddle.nn.Hardsigmoid()
+
+    model = paddle.nn.Sequential(Gate(), Gate())
+    assert torch_hard_sigmoid(model) == 2
+    names = [name for name, layer in model.named_sublayers() if isinstance(layer, TorchHardsigmoid)]
+    assert names == ["0.hardsigmoid", "1.hardsigmoid"]
+    assert torch_hard_sigmoid(model) == 0  # nothing left to switch: the harness refuses a stale switch
 
 
 def test_mobilenetv3_is_reported_where_the_architectures_differ(one_thread):

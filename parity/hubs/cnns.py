@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from parity.arch_spec import Switch
 from parity.hubs.pair_spec import HubPair
-from parity.hubs.switches import add_conv_bias, dropout_scale_in_train
+from parity.hubs.switches import add_conv_bias, dropout_scale_in_train, torch_hard_sigmoid
 
 __all__ = ["ENTRIES"]
 
@@ -33,6 +33,17 @@ _DROPOUT = Switch(
     dropout_scale_in_train,
 )
 
+
+# Measured on the seeded pair at 224x224 in float64 before this switch: logits max|Δ| above the 1e-9 bound, first
+# divergent layer blocks.5.0.se.gate / blocks6.0.se.hardsigmoid (reports/hubs/f64 at 203f3e0).
+_TORCH_HARD_SIGMOID = Switch(
+    "hard-sigmoid relu6(x + 3) / 6",
+    "PaddleClas's squeeze-excite gates are paddle.nn.Hardsigmoid, whose slope is the literal 0.1666667 (1/6 + 3.3e-8) "
+    "where timm's gate is relu6(x + 3) / 6; the two agree to float32's last bit and part in float64, so the switch "
+    "is shown needed in float64",
+    torch_hard_sigmoid,
+    measured_in="float64",
+)
 
 _SYMMETRIC_PADDING = Switch(
     "padding_type DYNAMIC",
@@ -70,7 +81,7 @@ ENTRIES = (
     _cnn("resnet50d", "resnet", "resnet50d", "ResNet50_vd", "layer4[-1]", "blocks[-1]", heavy=False,
          note="ResNet-D (deep stem, average-pool shortcut): timm's resnet50d and PaddleClas's ResNet50_vd"),
     _cnn("lcnet_100", "lcnet", "lcnet_100", "PPLCNet_x1_0", "blocks[-1]", "blocks6[-1]",
-         switches=(_head_bias("last_conv"), _DROPOUT), note="PP-LCNet x1.0: timm's lcnet_100 and PaddleClas's PPLCNet_x1_0"),
+         switches=(_head_bias("last_conv"), _DROPOUT, _TORCH_HARD_SIGMOID), note="PP-LCNet x1.0: timm's lcnet_100 and PaddleClas's PPLCNet_x1_0"),
     _cnn("mobilenetv3_large_100", "mobilenet", "mobilenetv3_large_100", "MobileNetV3_large_x1_0", "blocks[-1]",
          "last_second_conv", note="MobileNetV3-Large x1.0: timm's mobilenetv3_large_100 and PaddleClas's MobileNetV3_large_x1_0",
          known_difference=(

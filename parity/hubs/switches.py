@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from paddle_impl.errors import UserError
 
-__all__ = ["dropout_scale_in_train", "add_conv_bias"]
+__all__ = ["dropout_scale_in_train", "add_conv_bias", "torch_hard_sigmoid"]
 
 
 def dropout_scale_in_train(model: Any) -> int:
@@ -31,6 +31,27 @@ def dropout_scale_in_train(model: Any) -> int:
         if isinstance(layer, paddle.nn.Dropout) and layer.mode == "downscale_in_infer" and float(layer.p) > 0:
             layer.mode = "upscale_in_train"
             changed += 1
+    return changed
+
+
+def torch_hard_sigmoid(model: Any) -> int:
+    """Every ``paddle.nn.Hardsigmoid`` becomes :class:`parity.hubs.paddle_layers.TorchHardsigmoid`: relu6(x + 3) / 6.
+
+    Paddle's layer multiplies by the literal 0.1666667 where torch divides by
+    6; the sub-layer keeps its name, so the weight transfer and the target
+    layers see the same model.
+    """
+    import paddle
+
+    from parity.hubs.paddle_layers import TorchHardsigmoid
+
+    changed = 0
+    parents = [layer for _, layer in model.named_sublayers(include_self=True)]
+    for parent in parents:
+        for name, child in list(parent.named_children()):
+            if type(child) is paddle.nn.Hardsigmoid:
+                setattr(parent, name, TorchHardsigmoid())
+                changed += 1
     return changed
 
 
