@@ -8,9 +8,10 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-__all__ = ["package_versions", "cpu_name", "base_provenance", "project_state", "DECIDING_PATHS", "last_change",
+__all__ = ["package_versions", "cpu_name", "base_provenance", "project_state", "DECIDING_PATHS", "PROFILE_DECIDING_PATHS",
+           "deciding_paths", "last_change",
            "is_ancestor", "staleness", "repo_relative", "portable_command", "portable"]
 
 _PACKAGES = {
@@ -87,6 +88,17 @@ def project_state(root: Optional[Path] = None) -> Dict[str, object]:
 
 # The code that decides a report's numbers and verdicts: a report computed before its last change is stale.
 DECIDING_PATHS = ("paddle_impl", "parity/compare.py", "parity/registry.py")
+# A profile whose models come from a registry of their own is decided by it too: the zoo's twins and their known
+# differences; the hub pairs' entries (builders, switches, known differences) and the code that proves each switch.
+PROFILE_DECIDING_PATHS = {
+    "zoo": ("parity/model_zoo.py",),
+    "hubs": ("parity/hubs", "parity/hub_transfer.py"),
+}
+
+
+def deciding_paths(profile: Optional[str] = None) -> Tuple[str, ...]:
+    """The paths whose last change a report of ``profile`` must postdate (the core's, then the profile's own)."""
+    return DECIDING_PATHS + PROFILE_DECIDING_PATHS.get(profile or "", ())
 
 
 def last_change(paths=DECIDING_PATHS, root: Optional[Path] = None) -> Optional[str]:

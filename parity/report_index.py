@@ -5,7 +5,8 @@ verdict line is recomputed from its cases (``parity.report_verdict``), so the
 index and the report cannot disagree; the timing and paper reports state
 what they measured.  A report is **STALE** when the commit it was computed at
 is unknown, is not in this repository, or precedes the last change to the
-code that decides its numbers and verdicts (``parity.provenance.DECIDING_PATHS``).
+code that decides its numbers and verdicts (``parity.provenance.deciding_paths``: the
+core's, plus the model registry of a profile that has its own).
 Reports link to this one index instead of to each other.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from paddle_impl import atomic
-from parity.provenance import DECIDING_PATHS, last_change, staleness
+from parity.provenance import DECIDING_PATHS, PROFILE_DECIDING_PATHS, deciding_paths, last_change, staleness
 from parity.report_verdict import verdict_line
 
 __all__ = ["collect", "render_index", "write_index", "main", "INDEX_NAME"]
@@ -46,7 +47,7 @@ def _parity_entry(json_path: Path, root: Path) -> Optional[Dict]:
     prov = results.get("provenance") or {}
     title = " ".join(str(prov[k]) for k in ("dtype", "profile") if prov.get(k)) or json_path.parent.name
     return {"path": report.relative_to(root).as_posix(), "title": title, "verdict": verdict_line(results),
-            "date": prov.get("date"), "project": _project(prov)}
+            "date": prov.get("date"), "project": _project(prov), "profile": prov.get("profile")}
 
 
 def _bench_entry(json_path: Path, root: Path) -> Optional[Dict]:
@@ -136,14 +137,16 @@ def render_index(root: Path, repo: Optional[Path] = None) -> str:
     entries = collect(root)
     changed = last_change(DECIDING_PATHS, repo)
     paths = ", ".join(f"`{p}`" for p in DECIDING_PATHS)
+    own = "; ".join(f"{profile}: " + ", ".join(f"`{p}`" for p in extra) for profile, extra in PROFILE_DECIDING_PATHS.items())
     lines = ["# Reports", "",
              f"Every committed report once: its verdict, when and at which commit its numbers were computed. A report "
              f"is **STALE** when that commit is unknown or older than the last change to {paths} (the code that "
-             f"decides its numbers and verdicts" + (f"; last changed in `{changed[:12]}`" if changed else "") + ").",
+             f"decides its numbers and verdicts" + (f"; last changed in `{changed[:12]}`" if changed else "") + ")"
+             f", or to the model registry of its profile ({own}).",
              "", "Written by `python -m parity.report_index reports/`.", ""]
     stale_count = 0
     for entry in entries:
-        reason = staleness((entry["project"] or {}).get("commit"), repo)
+        reason = staleness((entry["project"] or {}).get("commit"), repo, deciding_paths(entry.get("profile")))
         stale_count += bool(reason)
         date = str(entry["date"])[:10] if entry.get("date") else "date unknown"
         head = f"- **[{entry['title']}]({entry['path']})** · {date} · {_commit_text(entry['project'] or {})}"

@@ -78,6 +78,25 @@ def test_the_index_lists_each_report_once_and_marks_the_stale_ones(repo):
     assert "3 report(s), 2 stale." in text  # shards.md has no provenance: stale too
 
 
+def test_a_profile_with_its_own_model_registry_is_stale_when_that_registry_moves_on(repo):
+    """A hub pair's entry (a switch, a known difference) decides the hubs reports, not the zoo's or the quick one."""
+    core = _commit(repo, "paddle_impl/grad_cam.py", "v1\n")
+    root = repo / "reports"
+    for profile in ("quick", "zoo", "hubs"):
+        _report(root, profile, core, profile)
+    assert "0 stale." in render_index(root, repo)
+    _commit(repo, "parity/hubs/cnns.py", "a new switch\n")
+    text = render_index(root, repo)
+    stale = [profile for profile in ("quick", "zoo", "hubs")
+             if "STALE" in next(line for line in text.splitlines() if f"({profile}/parity.md)" in line)]
+    assert stale == ["hubs"], text
+    _commit(repo, "parity/model_zoo.py", "a known difference\n")
+    text = render_index(root, repo)
+    assert "STALE" in next(line for line in text.splitlines() if "(zoo/parity.md)" in line)
+    assert "STALE" not in next(line for line in text.splitlines() if "(quick/parity.md)" in line)
+    assert "`parity/hubs`" in text and "3 report(s), 2 stale." in text
+
+
 def test_the_command_writes_readme(tmp_path, capsys):
     _report(tmp_path, "quick", None, "quick")
     assert main([str(tmp_path)]) == 0
