@@ -146,6 +146,14 @@ def throughput_lines(record: Dict, peak: Optional[Dict], network: Optional[Dict]
     return lines
 
 
+def _throughput_calls_words(network: Optional[Dict]) -> str:
+    """How the forward figure was taken, from the records themselves (older files did not say)."""
+    counts = {((network or {}).get(side) or {}).get("timed_calls") for side in ("paddle", "torch")}
+    if len(counts) == 1 and None not in counts:
+        return f"the fastest of {counts.pop()} calls after one untimed"
+    return "its timed calls not counted in this file"
+
+
 def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch: int) -> List[str]:
     """Under a table with cells above 1.0x: the plain network forward of both frameworks, measured in the same run.
 
@@ -164,8 +172,8 @@ def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch:
     if not shared:
         return ["", text + " (the plain network forward was not measured in this run)"]
     b = shared[0]
-    text += (f" The network's plain forward at batch {b}, measured in this run at the same thread count (the fastest "
-             f"of 3 calls after one untimed): Paddle's dynamic graph {eager[b]:.3g} s, torch {reference[b]:.3g} s "
+    text += (f" The network's plain forward at batch {b}, measured in this run at the same thread count "
+             f"({_throughput_calls_words(network)}): Paddle's dynamic graph {eager[b]:.3g} s, torch {reference[b]:.3g} s "
              f"({eager[b] / reference[b]:.2f}×)")
     if b in compiled:
         text += f"; Paddle's compiled predictor {compiled[b]:.3g} s ({compiled[b] / reference[b]:.2f}×)"

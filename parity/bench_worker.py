@@ -194,7 +194,7 @@ def _run_throughput(job: BenchJob) -> Dict:
             paths["torch eager"] = {str(b): _timed(side.model, _input(job, side, b)) for b in job.throughput_batches}
         flops = torch_flops_per_forward(side.model, _input(job, side, 1))
         return {"kind": "throughput", "framework": "torch", "threads": job.threads, "seconds": paths,
-                "flops_per_forward": flops}
+                "timed_calls": THROUGHPUT_CALLS, "flops_per_forward": flops}
     import paddle
 
     from paddle_impl.inference_engine import make_batch_scorer
@@ -203,7 +203,8 @@ def _run_throughput(job: BenchJob) -> Dict:
         paths["paddle eager"] = {str(b): _timed(side.model, _input(job, side, b)) for b in job.throughput_batches}
     scorer = make_batch_scorer(side.model, _input(job, side, 1), threads=job.threads)
     paths["paddle predictor"] = {str(b): _timed(scorer, _input(job, side, b)) for b in job.throughput_batches}
-    return {"kind": "throughput", "framework": "paddle", "threads": job.threads, "seconds": paths}
+    return {"kind": "throughput", "framework": "paddle", "threads": job.threads, "seconds": paths,
+            "timed_calls": THROUGHPUT_CALLS}
 
 
 def _run_peak(job: BenchJob) -> Dict:

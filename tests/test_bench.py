@@ -368,10 +368,37 @@ def test_worker_results_are_read_with_their_times_checked():
 
 def test_cells_above_parity_get_the_measured_forward_as_their_reason():
     records = [{"method": "gradcam", "ratio": 0.7}, {"method": "shapleycam", "ratio": 1.4}]
-    network = {"paddle": {"seconds": {"paddle eager": {"1": 0.26, "16": 3.0}, "paddle predictor": {"1": 0.09}}},
-               "torch": {"seconds": {"torch eager": {"1": 0.13, "16": 1.6}}}}
+    network = {"paddle": {"seconds": {"paddle eager": {"1": 0.26, "16": 3.0}, "paddle predictor": {"1": 0.09}},
+                          "timed_calls": 5},
+               "torch": {"seconds": {"torch eager": {"1": 0.13, "16": 1.6}}, "timed_calls": 5}}
     line = bench_report.slower_reason_lines(records, network, batch=8)[1]
     assert line.startswith("Above 1.0×: shapleycam.") and "gradcam" not in line
     assert "batch 1" in line and "0.26 s, torch 0.13 s (2.00×)" in line and "predictor 0.09 s (0.69×)" in line
+    assert "the fastest of 5 calls after one untimed" in line
+    del network["torch"]["timed_calls"]  # a file from before the count was recorded must not claim one
+    assert "not counted in this file" in bench_report.slower_reason_lines(records, network, batch=8)[1]
     assert bench_report.slower_reason_lines(records[:1], network, batch=1) == []
     assert "not measured" in bench_report.slower_reason_lines(records, None, batch=1)[1]
+
+
+def test_the_forward_throughput_records_how_many_calls_its_fastest_is_taken_from(monkeypatch):
+    import torch
+
+    from parity import bench_worker
+
+    calls = []
+
+    class CountingConv(torch.nn.Conv2d):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    side = type("Side", (), {"model": CountingConv(3, 4, 3)})()
+    monkeypatch.setattr(bench_worker, "_side", lambda job: (None, side))
+    monkeypatch.setattr(bench_worker, "_input", lambda job, side, b: torch.zeros(b, 3, 8, 8))
+    monkeypatch.setattr(bench_worker, "torch_flops_per_forward", lambda model, example: 1)
+    job = bench.BenchJob(kind="throughput", framework="torch", threads=1, out_dir="x", throughput_batches=[1, 2])
+    record = bench_worker._run_throughput(job)
+    assert record["timed_calls"] == bench_worker.THROUGHPUT_CALLS
+    assert calls == [1] * (1 + record["timed_calls"]) + [2] * (1 + record["timed_calls"])
+    assert set(record["seconds"]["torch eager"]) == {"1", "2"}
