@@ -46,7 +46,7 @@ from paddle_impl.metrics import cam_mult_image as p_cam_mult
 from paddle_impl.metrics import perturbation_confidence as p_perturbation
 from paddle_impl.metrics import road as p_road
 from paddle_impl.utils import model_targets as p_targets
-from closeness import assert_close
+from closeness import assert_close, assert_float32_close_to_exact
 
 torch.set_num_threads(1)
 paddle.base.core.set_num_threads(1)
@@ -65,7 +65,7 @@ BOUNDS = {
     ("probability", "float64"): 2.4e-7,  # scores in [0, 1]; measured 0
     ("probability", "float32"): 3e-6,  # measured 4.2e-7
     ("unit", "float64"): 2.4e-7,  # Coherency and ARCC, in [0, 1]; measured 0
-    ("unit", "float32"): 1e-5,  # measured 1.2e-7 (Coherency), 2.6e-6 (ARCC)
+    ("unit", "float32"): 1e-5,  # port float32 vs upstream float64: measured 2.4e-7 (Coherency), 2.5e-6 (ARCC)
 }
 
 
@@ -326,12 +326,16 @@ def test_complexity_and_pearson_are_upstreams():
     )
 
 
-def _gradcams(tm, pm):
+def _torch_gradcam(tm):
     from pytorch_grad_cam import GradCAM as TorchGradCAM
 
+    return TorchGradCAM(model=tm, target_layers=[tm.layer3])
+
+
+def _gradcams(tm, pm):
     from paddle_impl.grad_cam import GradCAM
 
-    return TorchGradCAM(model=tm, target_layers=[tm.layer3]), GradCAM(model=pm, target_layers=[pm.layer3])
+    return _torch_gradcam(tm), GradCAM(model=pm, target_layers=[pm.layer3])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -342,7 +346,15 @@ def test_coherency_matches_upstream(setting, dtype):
     with t_cam, p_cam:
         ref = t_arcc.Coherency()(tx, setting["cams"], t_tg, tm, t_cam)
         got = p_arcc.Coherency()(px, setting["cams"], p_tg, pm, p_cam)
-    assert_close(f"Coherency ({dtype})", got, ref, BOUNDS[("unit", dtype)])
+    if dtype == "float64":
+        assert_close(f"Coherency ({dtype})", got, ref, BOUNDS[("unit", dtype)])
+        return
+    # The CAM recomputed on image x CAM amplifies float32 rounding by the CPU's kernels: on an AVX2 EPYC upstream's
+    # float32 is 8.8e-5 from its float64 result, the port's 2.4e-7.  Hold the port to the exact answer.
+    tx64, _, tm64, _ = _inputs(setting, "float64")
+    with _torch_gradcam(tm64) as t_cam64:
+        exact = t_arcc.Coherency()(tx64, setting["cams"], t_tg, tm64, t_cam64)
+    assert_float32_close_to_exact("Coherency (float32)", got, ref, exact, BOUNDS[("unit", dtype)])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -354,8 +366,16 @@ def test_arcc_matches_upstream(setting, same_noise, upstream_road_for, dtype):
     with t_cam, p_cam:
         ref = _seeded(lambda: t_arcc.ARCC(t_cam, road_percentiles=[30, 70])(tx, setting["cams"], t_tg, tm))
         got = _seeded(lambda: p_arcc.ARCC(p_cam, road_percentiles=[30, 70])(px, setting["cams"], p_tg, pm))
-    assert_close(f"ARCC ({dtype})", got, ref, BOUNDS[("unit", dtype)])
     assert np.all((0 < ref) & (ref < 1)), f"ARCC out of (0, 1): {ref}"
+    if dtype == "float64":
+        assert_close(f"ARCC ({dtype})", got, ref, BOUNDS[("unit", dtype)])
+        return
+    # As Coherency: on an AVX2 EPYC upstream's float32 ARCC is 3.7e-5 from its float64 result, the port's 1.2e-6.
+    tx64, _, tm64, _ = _inputs(setting, "float64")
+    upstream_road_for("float64")
+    with _torch_gradcam(tm64) as t_cam64:
+        exact = _seeded(lambda: t_arcc.ARCC(t_cam64, road_percentiles=[30, 70])(tx64, setting["cams"], t_tg, tm64))
+    assert_float32_close_to_exact("ARCC (float32)", got, ref, exact, BOUNDS[("unit", dtype)])
 
 
 # -- breakage: the comparisons must catch a wrong port -----------------------------------------
