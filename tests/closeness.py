@@ -51,8 +51,8 @@ def assert_float32_close_to_exact(what: str, got32, upstream32, upstream64, boun
     pixel sits on, a CAM recomputed on a masked image), upstream's own float32
     result can be the far one, and by how much depends on the CPU's kernels:
     on an AVX2 EPYC (Zen 3) upstream's float32 SESS with theta 0.2 is 5.9e-2
-    from its float64 result where the port's is 7.2e-6; on an AVX-512 machine
-    both were within 5e-5.  Comparing the two float32 results would then pass or
+    from its float64 result where the port's is 7.2e-6; on the machine of the
+    earlier sessions both were within 5e-5.  Comparing the two float32 results would then pass or
     fail by the machine.  The float64 runs of the same tests hold the port to
     upstream's algorithm; this holds the port's float32 to the exact answer, and
     a failure also shows how far upstream's float32 is from it.
