@@ -210,9 +210,17 @@ _method_list = _csv_choices(["all", "seed", *METHODS], "method")
 
 
 def _model_list(text: str) -> List[str]:
-    from parity.model_zoo import arch_names, hub_pair_names
+    """The models to time; a pair whose two builders make different networks is refused: its timing would compare
+    two networks, not the port with upstream."""
+    from parity.model_zoo import arch, arch_names, hub_pair_names
 
-    return _csv_choices([*arch_names(), *hub_pair_names()], "model")(text)
+    models = _csv_choices([*arch_names(), *hub_pair_names()], "model")(text)
+    differ = [name for name in models if arch(name).known_difference]
+    if differ:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(differ)}: the Paddle model is another network than the torch one, so the two cannot be "
+            f"timed against each other ({differ[0]}: {arch(differ[0]).known_difference})")
+    return models
 
 
 def _smooth_list(text: str) -> List[str]:

@@ -402,3 +402,23 @@ def test_the_forward_throughput_records_how_many_calls_its_fastest_is_taken_from
     assert record["timed_calls"] == bench_worker.THROUGHPUT_CALLS
     assert calls == [1] * (1 + record["timed_calls"]) + [2] * (1 + record["timed_calls"])
     assert set(record["seconds"]["torch eager"]) == {"1", "2"}
+
+
+def test_a_model_whose_twins_are_different_networks_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.build_parser().parse_args(["--model", "resnet18,squeezenet1_1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "squeezenet1_1: the Paddle model is another network" in error and "pads its first conv" in error
+    assert "Traceback" not in error
+
+
+def test_the_makefile_grid_names_only_models_the_bench_can_time():
+    """`make bench-parts` must not stop at a model the bench refuses (squeezenet1_1 once stopped the zoo part)."""
+    import re
+
+    text = (Path(bench.__file__).resolve().parent.parent / "Makefile").read_text()
+    lists = dict(re.findall(r"^(ZOO|SMALL_ZOO|HUB_BENCH) := (\S+)$", text, flags=re.M))
+    assert set(lists) == {"ZOO", "SMALL_ZOO", "HUB_BENCH"}
+    for name, models in lists.items():
+        assert bench.build_parser().parse_args(["--model", models]).model == models.split(","), name
