@@ -311,6 +311,7 @@ def render_markdown(data: Dict) -> str:
         f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}; seeded weights; "
         "ResNet50 at `layer4`, every other model at its default target layer",
         f"- Command: `{settings['command']}`",
+        *[f"- Part {i}: `{command}`" for i, command in enumerate(settings.get("merged_commands") or [], 1) if command],
         "",
         "Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), with the "
         f"thread count of its table ({', '.join(map(str, threads))}; `torch.set_num_threads` / Paddle's `set_num_threads` "
@@ -318,7 +319,8 @@ def render_markdown(data: Dict) -> str:
         "with no recording hooks: the first call is timed on its own, then "
         f"{settings.get('calls', 1)} more call{'s' if settings.get('calls', 1) != 1 else ''} on the same object "
         f"({settings.get('heavy_calls', 1)} for ScoreCAM and AblationCAM; with 0 their one call, set-up included, is "
-        "the sample). "
+        "the sample" + ("; those are the first part's settings, each part's own are in its command above, "
+                        "and a row's samples column counts its own" if settings.get("merged_commands") else "") + "). "
         "**s/call** is the median of those later calls over all processes, with min–max in brackets "
         f"({settings['repeat']} processes per framework for the light methods, {settings['heavy_repeat']} for ScoreCAM "
         "and AblationCAM; a cell whose ratio came out within ±5% of 1.0× got "

@@ -209,7 +209,11 @@ def test_merge_joins_cells_peaks_and_networks(tmp_path):
     merged = json.loads((tmp_path / "o" / "bench_zoo.json").read_text())
     assert len(merged["cells"]) == 4 and set(merged["peak"]) == {"1", "2"}
     assert merged["machine"]["load_average_after"] == [9.0, 9.0, 9.0]
-    assert "## vgg16 · batch 8 · 1 thread · no smoothing" in (tmp_path / "o" / "bench_zoo.md").read_text()
+    text = (tmp_path / "o" / "bench_zoo.md").read_text()
+    assert "## vgg16 · batch 8 · 1 thread · no smoothing" in text
+    assert merged["settings"]["merged_commands"] == [first["settings"]["command"], second["settings"]["command"]]
+    assert f"- Part 1: `{first['settings']['command']}`" in text and "- Part 2: `" in text
+    assert "each part's own are in its command above" in text
 
 
 def test_load_parity_timing(tmp_path):
