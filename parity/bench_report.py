@@ -7,6 +7,8 @@ import json
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from parity.registry import METHODS
+
 __all__ = [
     "FRAMEWORKS", "NEAR_PARITY", "slower_reason_lines", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
     "gflops_per_second", "best_forward_throughput", "throughput_lines", "render_markdown",
@@ -165,6 +167,7 @@ def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch:
     if not slower:
         return []
     text = f"Above 1.0×: {', '.join(slower)}."
+    forward_only = [m for m in slower if m in METHODS and not METHODS[m].uses_gradients]
     paddle = ((network or {}).get("paddle") or {}).get("seconds") or {}
     torch = ((network or {}).get("torch") or {}).get("seconds") or {}
     eager, compiled, reference = paddle.get("paddle eager") or {}, paddle.get("paddle predictor") or {}, torch.get("torch eager") or {}
@@ -177,8 +180,12 @@ def slower_reason_lines(records: Sequence[Dict], network: Optional[Dict], batch:
              f"({eager[b] / reference[b]:.2f}×)")
     if b in compiled:
         text += f"; Paddle's compiled predictor {compiled[b]:.3g} s ({compiled[b] / reference[b]:.2f}×)"
-    text += (". These methods run that forward (and a backward) in the dynamic graph, where gradients are taken; "
-             "the forward-only methods run it in the predictor.")
+    text += (". The gradient methods run that forward (and a backward) in the dynamic graph, where gradients are "
+             "taken; the forward-only methods run it in the predictor.")
+    if forward_only and b in compiled:
+        its = "its" if len(forward_only) == 1 else "their"
+        text += (f" So the forward does not explain {', '.join(forward_only)}: forward-only, {its} forward is the "
+                 f"predictor's; the rest of {its} call is not measured apart in this run.")
     return ["", text]
 
 

@@ -379,6 +379,10 @@ def test_cells_above_parity_get_the_measured_forward_as_their_reason():
     assert line.startswith("Above 1.0×: shapleycam.") and "gradcam" not in line
     assert "batch 1" in line and "0.26 s, torch 0.13 s (2.00×)" in line and "predictor 0.09 s (0.69×)" in line
     assert "the fastest of 5 calls after one untimed" in line
+    assert "does not explain" not in line  # shapleycam takes gradients: the forward is its reason
+    records.append({"method": "eigencam", "ratio": 1.6})
+    line = bench_report.slower_reason_lines(records, network, batch=8)[1]
+    assert "So the forward does not explain eigencam: forward-only" in line
     del network["torch"]["timed_calls"]  # a file from before the count was recorded must not claim one
     assert "not counted in this file" in bench_report.slower_reason_lines(records, network, batch=8)[1]
     assert bench_report.slower_reason_lines(records[:1], network, batch=1) == []
