@@ -52,22 +52,15 @@ def assert_float32_close_to_exact(what: str, got32, upstream32, upstream64, boun
     result can be the far one, and by how much depends on the CPU's kernels:
     on an AVX2 EPYC (Zen 3) upstream's float32 SESS with theta 0.2 is 5.9e-2
     from its float64 result where the port's is 7.2e-6; on the machine of the
-    earlier sessions both were within 5e-5.  Comparing the two float32 results would then pass or
-    fail by the machine.  The float64 runs of the same tests hold the port to
+    earlier sessions both were within 5e-5.  Comparing the two float32 results
+    would then pass or fail by the machine.  The float64 runs of the same tests hold the port to
     upstream's algorithm; this holds the port's float32 to the exact answer, and
     a failure also shows how far upstream's float32 is from it.
     """
-    got, exact, reference = (np.asarray(a).astype(np.float64) for a in (got32, upstream64, upstream32))
-    assert got.shape == exact.shape == reference.shape, \
-        f"{what}: shapes {got.shape} (port float32), {exact.shape} (upstream float64), {reference.shape} (upstream float32)"
-    delta = np.abs(got - exact)
-    worst = float(np.max(delta)) if delta.size else 0.0
-    if not worst <= bound:
-        where = np.unravel_index(int(np.argmax(delta)), delta.shape)
-        raise AssertionError(
-            f"{what}: the port's float32 is {worst:.3e} from the exact answer at {tuple(int(i) for i in where)} "
-            f"(port float32 {got[where]:.9g}, upstream float64 {exact[where]:.9g}), over the bound {bound:.3e}; "
-            f"{int(np.sum(delta > bound))} of {delta.size} values over it; upstream's own float32 is "
-            f"{float(np.max(np.abs(reference - exact))):.3e} from it at most"
-        )
-    return worst
+    assert np.shape(upstream32) == np.shape(upstream64), \
+        f"{what}: shape {np.shape(upstream32)} (upstream float32) != {np.shape(upstream64)} (upstream float64)"
+    try:
+        return assert_close(f"{what} (port float32 against upstream float64)", got32, upstream64, bound)
+    except AssertionError as error:
+        own = float(np.max(np.abs(np.asarray(upstream32, np.float64) - np.asarray(upstream64, np.float64))))
+        raise AssertionError(f"{error}; upstream's own float32 is {own:.3e} from its float64 at most") from None
