@@ -152,7 +152,8 @@ def test_wheel_metadata_declares_the_runtime_and_the_extras(installed):
     base = {r.split(";")[0].replace(" ", "") for r in requires if "extra ==" not in r}
     names_only = {r.split("<")[0].split(">")[0].split("=")[0].split("~")[0].lower() for r in base}
     assert names_only == {
-        "paddlepaddle", "numpy", "opencv-python-headless", "scipy", "scikit-learn", "matplotlib", "pillow", "tqdm",
+        "paddlepaddle", "numpy", "opencv-python-headless", "scipy", "scikit-learn", "threadpoolctl", "matplotlib", "pillow",
+        "tqdm",
     }, base  # fmt: skip
     assert not any(r.lower().startswith("opencv-python") and "headless" not in r.lower() for r in requires), requires
     parity = {r.split(";")[0].strip() for r in requires if 'extra == "parity"' in r}

@@ -24,19 +24,22 @@ import paddle.nn.functional as F
 from sklearn.decomposition import NMF
 
 from paddle_impl.activations_and_gradients import ActivationsAndGradients
+from paddle_impl.blas_threads import one_blas_thread
 from paddle_impl.inference_engine import cached_forward_engine
 from paddle_impl.utils.image import create_labels_legend, scale_cam_image, show_factorization_on_image
 
 __all__ = ["dff", "DeepFeatureFactorization", "run_dff_on_image"]
 
 
+@one_blas_thread
 def dff(activations: np.ndarray, n_components: int = 5) -> Tuple[np.ndarray, np.ndarray]:
     """NMF of (B, C, H, W) activations -> concepts (C, k) and explanations (B, k, H, W).
 
     Formula in the module docstring.  NaNs count as 0.  scikit-learn's NMF
     starts from ``sqrt(mean / k)``-scaled normal draws of a
     ``RandomState(0)``, so the same activations give the same factors.
-    Like upstream, NaNs are zeroed in the caller's array.
+    Like upstream, NaNs are zeroed in the caller's array.  The NMF runs on one
+    BLAS thread (``paddle_impl.blas_threads``).
     """
     batch_size, channels, h, w = activations.shape
     channels_first = activations.transpose((1, 0, 2, 3))
