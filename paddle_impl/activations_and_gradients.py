@@ -133,10 +133,17 @@ def _inference_batch_norm_as_ops(layer: paddle.nn.Layer) -> Callable[[paddle.Ten
     Doing the same steps with Paddle ops gives its bits on the CPU (checked
     on every BatchNorm of ResNet50, float32 and float64, by
     ``tests/test_methods_gradient_family.py``), and each op has a second
-    derivative.
+    derivative.  Where nothing of the call needs a gradient (every
+    BatchNorm before the target layer, whose output is re-rooted) the
+    layer's own fused kernel runs instead: the same bits, one pass over the
+    tensor instead of two (ShapleyCAM on ResNet50 at batch 8: measured in
+    ``BaseCAM``'s forward, 3.2 s a call with the ops everywhere).
     """
+    kernel_forward = layer.forward
 
     def forward(x: paddle.Tensor) -> paddle.Tensor:
+        if x.stop_gradient and all(p is None or p.stop_gradient for p in (layer.weight, layer.bias)):
+            return kernel_forward(x)
         dtype = layer._variance.dtype
         eps = paddle.full([], float(np.float32(layer._epsilon)), dtype=dtype)
         inv_std = 1.0 / paddle.sqrt(layer._variance + eps)
