@@ -566,7 +566,8 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
 # -- merging ------------------------------------------------------------------------------
 def merge_data(parts: Sequence[Dict], command: str) -> Dict:
     """One report from several: cells, peaks and network throughputs joined (a later part's cell replaces an earlier
-    one with the same key), the machine of the first part with the load before the first and after the last."""
+    one with the same key, and each cell records its part), the machine of the first part with the load before the
+    first and after the last; each part's command, commit and date are kept."""
     if not parts:
         raise ValueError("nothing to merge")
     first, last = parts[0], parts[-1]
@@ -578,13 +579,16 @@ def merge_data(parts: Sequence[Dict], command: str) -> Dict:
     settings.update(threads=threads, command=command, shard=None,
                     models=list(dict.fromkeys(m for part in parts for m in part["settings"].get("models") or [])),
                     batches=list(dict.fromkeys(b for part in parts for b in part["settings"].get("batches") or [])),
-                    merged_commands=[part["settings"].get("command") for part in parts])
+                    merged_commands=[part["settings"].get("command") for part in parts],
+                    merged_projects=[part["machine"].get("project") for part in parts],
+                    merged_dates=[part["machine"].get("date") for part in parts])
     merged = {"machine": machine, "settings": settings, "cells": {}, "peak": {}, "network_throughput": {},
               "parity_run": next((part.get("parity_run") for part in parts if part.get("parity_run")), None)}
-    for part in parts:
+    for number, part in enumerate(parts, 1):
         if "cells" not in part:
             raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
-        merged["cells"].update(part["cells"])
+        # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
+        merged["cells"].update({key: dict(cell, part=number) for key, cell in part["cells"].items()})
         merged["peak"].update(part.get("peak") or {})
         merged["network_throughput"].update(part.get("network_throughput") or {})
     return merged

@@ -243,6 +243,8 @@ def samples_text(record: Dict) -> str:
         text += f" (near 1.0×: +{record['remeasured_pairs']} pairs)"
     if record.get("errors"):
         text += f" ({len(record['errors'])} failed)"
+    if record.get("part"):
+        text += f" · part {record['part']}"
     return text
 
 
@@ -274,6 +276,29 @@ def project_words(project) -> str:
         return "commit not recorded"
     state = {True: "uncommitted changes", False: "clean tree"}.get(project.get("dirty"), "tree state unknown")
     return f"commit `{project['commit'][:12]}` ({state})"
+
+
+def _project_line(machine: Dict, settings: Dict) -> str:
+    projects = settings.get("merged_projects")
+    commits = {(p or {}).get("commit") for p in projects or []}
+    if projects and len(commits) > 1:
+        return (f"- Project: the {len(projects)} parts were measured at different commits, each named on its line "
+                "below; a row's samples column names its part")
+    return f"- Project: {project_words(machine.get('project'))}"
+
+
+def _part_lines(settings: Dict) -> List[str]:
+    """One line per merged part: its command, and (when recorded) its commit and date."""
+    commands = settings.get("merged_commands") or []
+    projects = settings.get("merged_projects") or [None] * len(commands)
+    dates = settings.get("merged_dates") or [None] * len(commands)
+    lines = []
+    for i, (command, project, date) in enumerate(zip(commands, projects, dates), 1):
+        if not command:
+            continue
+        where = ", ".join(w for w in (project_words(project) if project else "", date or "") if w)
+        lines.append(f"- Part {i}" + (f" ({where})" if where else "") + f": `{command}`")
+    return lines
 
 
 def _duration(value: Optional[float]) -> str:
@@ -313,12 +338,12 @@ def render_markdown(data: Dict) -> str:
         f"- Machine: {machine['cpu']} ({machine['cores']} cores), {machine.get('platform', '')}".rstrip(", "),
         "- Versions: " + ", ".join(f"{k} {versions[k]}" for k in ("python", "paddlepaddle", "torch", "torchvision", "grad-cam", "numpy") if k in versions),
         f"- Date: {machine['date']}",
-        f"- Project: {project_words(machine.get('project'))}",
+        _project_line(machine, settings),
         *load_lines(machine),
         f"- Input: `{settings['image']}` at {size_text}, {settings['dtype']}, {settings['device']}; seeded weights; "
         "ResNet50 at `layer4`, every other model at its default target layer",
         f"- Command: `{settings['command']}`",
-        *[f"- Part {i}: `{command}`" for i, command in enumerate(settings.get("merged_commands") or [], 1) if command],
+        *_part_lines(settings),
         "",
         "Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), with the "
         f"thread count of its table ({', '.join(map(str, threads))}; `torch.set_num_threads` / Paddle's `set_num_threads` "

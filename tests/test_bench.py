@@ -212,8 +212,30 @@ def test_merge_joins_cells_peaks_and_networks(tmp_path):
     text = (tmp_path / "o" / "bench_zoo.md").read_text()
     assert "## vgg16 · batch 8 · 1 thread · no smoothing" in text
     assert merged["settings"]["merged_commands"] == [first["settings"]["command"], second["settings"]["command"]]
-    assert f"- Part 1: `{first['settings']['command']}`" in text and "- Part 2: `" in text
+    assert f"- Part 1 ({first['machine']['date']}): `{first['settings']['command']}`" in text and "- Part 2 (" in text
     assert "each part's own are in its command above" in text
+
+
+def test_a_merge_of_parts_at_different_commits_names_each_parts_commit_and_each_rows_part():
+    first, second = _fake_data(), _fake_data()
+    first["machine"]["project"] = {"commit": "a" * 40, "dirty": False}
+    second["machine"].update(project={"commit": "b" * 40, "dirty": False}, date="2024-02-03T00:00:00+00:00")
+    second["settings"]["command"] = "python -m parity.bench --methods gradcam"
+    remeasured = bench_report.cell_key(*_cell("gradcam"))
+    second["cells"] = {remeasured: dict(first["cells"][remeasured], paddle_seconds=0.05, ratio=0.5)}
+    merged = bench.merge_data([first, second], "python -m parity.bench merge a.json b.json")
+    assert merged["cells"][remeasured]["part"] == 2 and merged["cells"][remeasured]["ratio"] == 0.5
+    assert {cell["part"] for key, cell in merged["cells"].items() if key != remeasured} == {1}
+    text = bench_report.render_markdown(merged)
+    assert "- Project: the 2 parts were measured at different commits" in text
+    assert f"- Part 1 (commit `{'a' * 12}` (clean tree), 2024-01-02T03:04:05+00:00): `python -m parity.bench --repeat 1`" in text
+    assert f"- Part 2 (commit `{'b' * 12}` (clean tree), 2024-02-03T00:00:00+00:00): `{second['settings']['command']}`" in text
+    rows = {row[0]: row for row in _rows(text, "## resnet50 · batch 1 · 2 threads · no smoothing")}
+    assert rows["gradcam"][3] == "🟢 0.50×" and rows["gradcam"][8].endswith("· part 2")
+    assert rows["scorecam"][8].endswith("· part 1")
+
+    same = bench.merge_data([first, dict(second, machine=dict(second["machine"], project=first["machine"]["project"]))], "m")
+    assert f"- Project: commit `{'a' * 12}` (clean tree)" in bench_report.render_markdown(same)
 
 
 def test_load_parity_timing(tmp_path):
