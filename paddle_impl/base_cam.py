@@ -29,6 +29,7 @@ import paddle
 from paddle_impl.activations_and_gradients import ActivationsAndGradients, frozen_parameters, second_order_graph
 from paddle_impl.augmentation import AUG_SMOOTH_VARIANTS, AugmentationVariant
 from paddle_impl.inference_engine import cached_forward_engine
+from paddle_impl.prefix_engine import PrefixEngine, cached_prefix_engine
 from paddle_impl.utils.image import scale_cam_image
 from paddle_impl.utils.model_targets import ClassifierOutputTarget
 from paddle_impl.utils.reshape_transforms import AutoReshapeTransform
@@ -112,6 +113,7 @@ class BaseCAM:
         self.inference_engine = True
         self.engine_threads: Optional[int] = None
         self._forward_engines: Dict[tuple, Optional[Callable]] = {}
+        self._prefix_engines: Dict[tuple, Optional[PrefixEngine]] = {}
 
     # -- what a method overrides -------------------------------------------------
     def get_cam_weights(
@@ -184,10 +186,12 @@ class BaseCAM:
         graph_scope = (
             second_order_graph(self.model) if self.uses_gradients and not self.detach else contextlib.nullcontext()
         )
+        # built (once per input shape) before the scopes below change the model's parameters and forwards
+        prefix_engine = self.prefix_engine_for(input_tensor)
         with grad_scope, graph_scope:
             outputs = self.forward_through_engine(input_tensor)
             if outputs is None:
-                outputs = self.activations_and_grads(input_tensor, capture_gradients=self.uses_gradients)
+                outputs = self.forward_with_compiled_prefix(input_tensor, prefix_engine)
             self.outputs = outputs
             if targets is None:
                 targets = default_targets(outputs.numpy())
@@ -222,6 +226,31 @@ class BaseCAM:
         self.activations_and_grads.activations = [a if transform is None else transform(a) for a in activations]
         self.activations_and_grads.gradients = []
         return outputs
+
+    def forward_with_compiled_prefix(
+        self, input_tensor: paddle.Tensor, prefix_engine: Optional[PrefixEngine] = None
+    ) -> paddle.Tensor:
+        """The hooked forward in dynamic-graph Paddle, with what runs before the first target layer answered by
+        ``prefix_engine`` (see ``prefix_engine_for``) when there is one."""
+        def run(batch: paddle.Tensor) -> paddle.Tensor:
+            return self.activations_and_grads(batch, capture_gradients=self.uses_gradients)
+
+        return run(input_tensor) if prefix_engine is None else prefix_engine(self.model, input_tensor, run)
+
+    def prefix_engine_for(self, input_tensor: paddle.Tensor) -> Optional[PrefixEngine]:
+        """For a gradient method: the (cached) predictor for everything before the first target layer, or None.
+
+        The gradient is read at the target layer, and the graph starts there
+        (``ActivationsAndGradients`` re-roots it) unless the input itself needs
+        a gradient (FullGrad): what comes before is a plain forward, which a
+        oneDNN predictor runs at a fraction of dynamic-graph Paddle's time
+        (``paddle_impl.prefix_engine``).  Float32 on the CPU only; built on
+        the first call for an input shape, checked against the dynamic graph.
+        """
+        input_needs_gradient = self.compute_input_gradient and self.detach
+        if not (self.inference_engine and self.uses_gradients) or input_needs_gradient:
+            return None
+        return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor, self.engine_threads)
 
     def forward_engine_for(self, input_tensor: paddle.Tensor) -> Optional[Callable]:
         """The (cached) predictor-backed forward for inputs shaped like ``input_tensor``, or None."""

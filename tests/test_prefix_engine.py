@@ -1,0 +1,142 @@
+"""A gradient method's forward with the part before its first target layer in the predictor (paddle_impl.prefix_engine).
+
+What it must keep: the CAM of the dynamic graph (to the engines' float32
+bound), every target layer's gradient, the calls of a sub-layer used both
+before and after the target layer, and the dynamic graph wherever it does not
+apply (float64, an input that needs a gradient, ``inference_engine=False``, an
+export that computes something else).
+"""
+import numpy as np
+import paddle
+import pytest
+
+from paddle_impl import FullGrad, GradCAM, LayerCAM, ShapleyCAM
+from paddle_impl.prefix_engine import make_prefix_engine
+from paddle_impl.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+# the engines' float32 bound on a CAM (parity/registry.py: oneDNN against Paddle's own kernels, ~1e-6 measured)
+CAM_BOUND = 1e-4
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    paddle.seed(3)
+    model = paddle.vision.models.resnet18(num_classes=10)
+    model.eval()
+    return model
+
+
+def _image(seed: int, batch: int = 1, size: int = 64) -> paddle.Tensor:
+    return paddle.to_tensor(np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype("float32"))
+
+
+def _with_and_without_engine(cam, x, targets):
+    compiled = cam(x, targets)
+    engines = [engine is not None for engine in cam._prefix_engines.values()]
+    cam.inference_engine = False
+    eager = cam(x, targets)
+    cam.inference_engine = True
+    return compiled, eager, engines
+
+
+@pytest.mark.parametrize("method", [GradCAM, LayerCAM, ShapleyCAM], ids=["gradcam", "layercam", "shapleycam"])
+def test_a_gradient_method_runs_its_prefix_compiled_and_gives_the_dynamic_graphs_cam(small_model, method):
+    x = _image(0, batch=2)
+    cam = method(small_model, [small_model.layer3])
+    targets = [ClassifierOutputSoftmaxTarget(1), ClassifierOutputSoftmaxTarget(7)]  # smooth: ShapleyCAM's H A counts
+    compiled, eager, engines = _with_and_without_engine(cam, x, targets)
+    assert engines == [True]
+    assert eager.std() > 0.05, "a map with structure"
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=CAM_BOUND)
+
+
+def test_every_target_layer_gets_its_gradient_when_the_first_is_answered(small_model):
+    x = _image(1)
+    layers = [small_model.layer4, small_model.layer2]  # layer2 runs first: it is answered, layer4 is computed
+    cam = GradCAM(small_model, layers)
+    compiled, eager, engines = _with_and_without_engine(cam, x, [ClassifierOutputTarget(4)])
+    assert engines == [True] and len(cam.activations_and_grads.gradients) == 2
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=CAM_BOUND)
+
+
+class _SharedActivation(paddle.nn.Layer):
+    """One ReLU called inside a block before the target, between blocks, and after the target; a block returning a
+    tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = paddle.nn.ReLU()
+        self.stem = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.pair = _Pair(self.act)
+        self.target = paddle.nn.Conv2D(8, 8, 3, padding=1)
+        self.head = paddle.nn.Linear(8, 5)
+
+    def forward(self, x):
+        left, right = self.pair(self.act(self.stem(x)))
+        features = self.act(self.target(left + right))
+        return self.head(features.mean(axis=[2, 3]))
+
+
+class _Pair(paddle.nn.Layer):
+    def __init__(self, act):
+        super().__init__()
+        self.act = act
+        self.conv = paddle.nn.Conv2D(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.act(self.conv(x)), x * 0.5
+
+
+def test_a_shared_layer_and_a_tuple_output_before_the_target_are_answered_call_by_call():
+    paddle.seed(0)
+    model = _SharedActivation()
+    model.eval()
+    x = _image(2, batch=2, size=16)
+    engine = make_prefix_engine(model, [model.target], x, threads=1)
+    assert engine is not None
+    # act: its first call (on the stem) is answered, its second (inside pair) is skipped with pair, its third computed
+    assert engine._plans["act"] == [1, None] and engine._plans["pair"] == [2] and engine._arities == [1, 1, 2, 1]
+    cam = GradCAM(model, [model.target])
+    compiled, eager, engines = _with_and_without_engine(cam, x, [ClassifierOutputTarget(2), ClassifierOutputTarget(3)])
+    assert engines == [True] and eager.std() > 0.05
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=CAM_BOUND)
+    assert "forward" not in model.act.__dict__ and "forward" not in model.pair.__dict__, "the forwards are restored"
+
+
+def test_the_dynamic_graph_runs_where_the_prefix_engine_does_not_apply(small_model):
+    x64 = paddle.zeros([1, 3, 32, 32], dtype="float64")
+    assert GradCAM(small_model, [small_model.layer3]).prefix_engine_for(x64) is None
+    full = FullGrad(small_model, [])
+    assert full.prefix_engine_for(_image(3, size=32)) is None  # the input itself needs a gradient
+    off = GradCAM(small_model, [small_model.layer3])
+    off.inference_engine = False
+    assert off.prefix_engine_for(_image(3, size=32)) is None and off._prefix_engines == {}
+
+
+class _ExportsDifferently(paddle.nn.Layer):
+    """A stem whose traced program computes something else than its dynamic graph, before the target layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = _DifferentWhenTraced()
+        self.target = paddle.nn.Conv2D(4, 4, 3)
+        self.head = paddle.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.target(self.stem(x)).mean(axis=[2, 3]))
+
+
+class _DifferentWhenTraced(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) * (1.0 if paddle.in_dynamic_mode() else 2.0)
+
+
+def test_a_prefix_export_that_disagrees_with_the_dynamic_graph_is_not_used():
+    paddle.seed(0)
+    model = _ExportsDifferently()
+    model.eval()
+    assert make_prefix_engine(model, [model.target], _image(4, size=16), threads=1) is None
