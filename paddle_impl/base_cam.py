@@ -113,7 +113,7 @@ class BaseCAM:
         self.inference_engine = True
         self.engine_threads: Optional[int] = None
         self._forward_engines: Dict[tuple, Optional[Callable]] = {}
-        self._prefix_engines: Dict[tuple, Optional[PrefixEngine]] = {}
+        self._prefix_engines: Dict[tuple, object] = {}  # see prefix_engine.cached_prefix_engine
 
     # -- what a method overrides -------------------------------------------------
     def get_cam_weights(
@@ -245,7 +245,8 @@ class BaseCAM:
         a gradient (FullGrad): what comes before is a plain forward, which a
         oneDNN predictor runs at a fraction of dynamic-graph Paddle's time
         (``paddle_impl.prefix_engine``).  Float32 on the CPU only; built on
-        the first call for an input shape, checked against the dynamic graph.
+        the second call for an input shape (the first runs the dynamic
+        graph), checked against the dynamic graph.
         """
         input_needs_gradient = self.compute_input_gradient and self.detach
         if not (self.inference_engine and self.uses_gradients) or input_needs_gradient:

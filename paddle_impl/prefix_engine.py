@@ -22,7 +22,9 @@ forward-only methods); every gradient op is the dynamic graph's.
 
 Only float32 on the CPU, only when the input itself needs no gradient
 (FullGrad's does), and only for a model whose traced calls the check
-reproduces; anything else runs the dynamic graph as before.
+reproduces; anything else runs the dynamic graph as before.  Built on the
+second call for an input shape (``cached_prefix_engine``): a single call
+pays no set-up.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from paddle_impl.inference_engine import (
     engine_applies,
 )
 
-__all__ = ["PrefixEngine", "make_prefix_engine", "cached_prefix_engine"]
+__all__ = ["PrefixEngine", "make_prefix_engine", "cached_prefix_engine", "built_prefix_engines"]
 
 
 class _Call:
@@ -296,14 +298,33 @@ def _reproduces(engine: PrefixEngine, traced: paddle.nn.Layer, example, eager_ou
     return True
 
 
+# Marks an input shape seen once: its first call ran the dynamic graph.
+_SEEN_ONCE = object()
+
+
 def cached_prefix_engine(
-    cache: Dict[tuple, Optional[PrefixEngine]], model: paddle.nn.Layer, target_layers, input_tensor: paddle.Tensor,
+    cache: Dict[tuple, object], model: paddle.nn.Layer, target_layers, input_tensor: paddle.Tensor,
     threads: Optional[int] = None,
 ) -> Optional[PrefixEngine]:
-    """``make_prefix_engine`` once per (input shape without the batch, thread count); a failure is cached as None."""
+    """``make_prefix_engine`` once per (input shape without the batch, thread count), on its *second* call.
+
+    Building costs an export and a predictor (about 2.7 s for ResNet50,
+    measured), several times a gradient method's call: a CAM called once
+    for an image (a notebook, a script) runs the dynamic graph and pays
+    nothing; one called again for the same shape builds the engine then and
+    gains from there on.  A failure is cached as None.
+    """
     if not engine_applies(input_tensor):
         return None
     key = (tuple(input_tensor.shape[1:]), threads)
     if key not in cache:
+        cache[key] = _SEEN_ONCE
+        return None
+    if cache[key] is _SEEN_ONCE:
         cache[key] = make_prefix_engine(model, target_layers, input_tensor, threads=threads)
-    return cache[key]
+    return cache[key]  # type: ignore[return-value]
+
+
+def built_prefix_engines(cache: Dict[tuple, object]) -> Dict[tuple, Optional[PrefixEngine]]:
+    """The shapes whose engine was tried, and the engine (None: the model runs the dynamic graph)."""
+    return {key: value for key, value in cache.items() if value is not _SEEN_ONCE}  # type: ignore[misc]

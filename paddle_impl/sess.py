@@ -397,7 +397,9 @@ class SESS:
         gradients for its score, then again inside the base method.  Both
         are the model on the same patch, so the base method's pass is run
         first, in the batches ``get_scores`` makes, and its outputs give the
-        scores (the same softmax and target).  The CAMs are computed
+        scores (the same softmax and target; where the base runs the part
+        before its target layer compiled, ``paddle_impl.prefix_engine``, the
+        scores are that forward's, float32 rounding apart).  The CAMs are computed
         afterwards from the kept activations and gradients, in the score
         order and batches upstream uses (see ``_StoredPasses``).
         """

@@ -11,7 +11,7 @@ import paddle
 import pytest
 
 from paddle_impl import FullGrad, GradCAM, LayerCAM, ShapleyCAM
-from paddle_impl.prefix_engine import make_prefix_engine
+from paddle_impl.prefix_engine import built_prefix_engines, make_prefix_engine
 from paddle_impl.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
 # the engines' float32 bound on a CAM (parity/registry.py: oneDNN against Paddle's own kernels, ~1e-6 measured)
@@ -31,11 +31,14 @@ def _image(seed: int, batch: int = 1, size: int = 64) -> paddle.Tensor:
 
 
 def _with_and_without_engine(cam, x, targets):
+    first = cam(x, targets)  # the first call for a shape runs the dynamic graph
+    assert built_prefix_engines(cam._prefix_engines) == {}
     compiled = cam(x, targets)
-    engines = [engine is not None for engine in cam._prefix_engines.values()]
+    engines = [engine is not None for engine in built_prefix_engines(cam._prefix_engines).values()]
     cam.inference_engine = False
     eager = cam(x, targets)
     cam.inference_engine = True
+    np.testing.assert_array_equal(first, eager)
     return compiled, eager, engines
 
 
@@ -110,7 +113,8 @@ def test_the_dynamic_graph_runs_where_the_prefix_engine_does_not_apply(small_mod
     assert full.prefix_engine_for(_image(3, size=32)) is None  # the input itself needs a gradient
     off = GradCAM(small_model, [small_model.layer3])
     off.inference_engine = False
-    assert off.prefix_engine_for(_image(3, size=32)) is None and off._prefix_engines == {}
+    assert off.prefix_engine_for(_image(3, size=32)) is None and off.prefix_engine_for(_image(3, size=32)) is None
+    assert off._prefix_engines == {}
 
 
 class _ExportsDifferently(paddle.nn.Layer):
