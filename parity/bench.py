@@ -102,8 +102,8 @@ def shard_cells(cells: Sequence[Cell], shard: Optional[Tuple[int, int]]) -> List
 
 
 def _empty_samples() -> Dict[str, List]:
-    return {name: [] for name in ("seconds", "first_call_seconds", "wall_seconds", "peak_rss_mb", "forward_count",
-                                  "channels", "flops_per_forward", "errors")}
+    return {name: [] for name in ("seconds", "first_call_seconds", "second_call_seconds", "wall_seconds", "peak_rss_mb",
+                                  "forward_count", "channels", "flops_per_forward", "errors")}
 
 
 Runner = Callable[[Cell, str], Tuple[Optional[Dict], float, Optional[str]]]
@@ -131,7 +131,7 @@ def measure_cells(cells: Sequence[Cell], repeat: int, heavy_repeat: int, remeasu
             first = result.get("first_call_seconds")
             if first is not None:
                 record["first_call_seconds"].append(first)
-            for name in ("peak_rss_mb", "forward_count", "channels", "flops_per_forward"):
+            for name in ("second_call_seconds", "peak_rss_mb", "forward_count", "channels", "flops_per_forward"):
                 if result.get(name) is not None:
                     record[name].append(result[name])
             calls = ", ".join(f"{s:.3f}" for s in result["seconds"])
@@ -412,6 +412,8 @@ def read_result(job: BenchJob, text: str) -> Dict:
         if first is None and job.calls != 0:
             raise ValueError("no first call time")
         result["first_call_seconds"] = None if first is None else float(first)
+        second = result.get("second_call_seconds")
+        result["second_call_seconds"] = None if second is None else float(second)
     return result
 
 

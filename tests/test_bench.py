@@ -238,6 +238,19 @@ def test_a_merge_of_parts_at_different_commits_names_each_parts_commit_and_each_
     assert f"- Project: commit `{'a' * 12}` (clean tree)" in bench_report.render_markdown(same)
 
 
+def test_set_up_counts_a_second_call_timed_apart():
+    """A gradient method builds its predictor on its second call for a shape: set-up is both calls' excess."""
+    run = _fake_runner({"gradcam": {"paddle": 0.2, "torch": 0.1}}, second_call_seconds=3.2)
+    summary, ok = bench.measure_cells([_cell("gradcam")], 1, 1, 0, run)
+    record = summary[bench_report.cell_key(*_cell("gradcam"))]
+    assert ok and record["paddle_setup_seconds"] == pytest.approx(1.2 + 3.2 - 2 * 0.2)
+    assert record["paddle_seconds"] == 0.2, "the second call is not a sample"
+    text = bench_report.render_markdown(dict(_fake_data(), cells=summary))
+    assert "and for the light methods the second too" in text and "less as many median later calls" in text
+    assert "and for the light methods the second too" not in bench_report.render_markdown(_fake_data())
+    assert bench_report._setup([1.2], 0.2) == pytest.approx(1.0)  # JSON from before the second call was timed
+
+
 def test_load_parity_timing(tmp_path):
     good = tmp_path / "t.json"
     good.write_text(json.dumps({"cold_seconds": 10, "warm_seconds": None, "command": "make parity", "date": "d"}))
@@ -393,18 +406,25 @@ def test_worker_results_are_read_with_their_times_checked():
 
 
 def test_cells_above_parity_get_the_measured_forward_as_their_reason():
-    records = [{"method": "gradcam", "ratio": 0.7}, {"method": "shapleycam", "ratio": 1.4}]
+    records = [{"method": "gradcam", "ratio": 0.7}, {"method": "fullgrad", "ratio": 1.4}]
     network = {"paddle": {"seconds": {"paddle eager": {"1": 0.26, "16": 3.0}, "paddle predictor": {"1": 0.09}},
                           "timed_calls": 5},
                "torch": {"seconds": {"torch eager": {"1": 0.13, "16": 1.6}}, "timed_calls": 5}}
     line = bench_report.slower_reason_lines(records, network, batch=8)[1]
-    assert line.startswith("Above 1.0×: shapleycam.") and "gradcam" not in line
+    assert line.startswith("Above 1.0×: fullgrad.") and "gradcam" not in line
     assert "batch 1" in line and "0.26 s, torch 0.13 s (2.00×)" in line and "predictor 0.09 s (0.69×)" in line
     assert "the fastest of 5 calls after one untimed" in line
-    assert "does not explain" not in line  # shapleycam takes gradients: the forward is its reason
+    assert "does not explain" not in line  # fullgrad runs the dynamic graph to the input: the forward is its reason
     records.append({"method": "eigencam", "ratio": 1.6})
     line = bench_report.slower_reason_lines(records, network, batch=8)[1]
-    assert "So the forward does not explain eigencam: forward-only" in line
+    assert "So the forward does not explain eigencam (forward-only on the predictor)" in line
+    records.append({"method": "shapleycam", "ratio": 1.2})
+    line = bench_report.slower_reason_lines(records, network, batch=8)[1]
+    assert ("So the forward does not explain eigencam, shapleycam (forward-only and the part before the target layer "
+            "on the predictor)") in line
+    slow_predictor = json.loads(json.dumps(network))
+    slow_predictor["paddle"]["seconds"]["paddle predictor"]["1"] = 0.2
+    assert "does not explain" not in bench_report.slower_reason_lines(records, slow_predictor, batch=8)[1]
     del network["torch"]["timed_calls"]  # a file from before the count was recorded must not claim one
     assert "not counted in this file" in bench_report.slower_reason_lines(records, network, batch=8)[1]
     assert bench_report.slower_reason_lines(records[:1], network, batch=1) == []
