@@ -114,6 +114,9 @@ class BaseCAM:
         self.engine_threads: Optional[int] = None
         self._forward_engines: Dict[tuple, Optional[Callable]] = {}
         self._prefix_engines: Dict[tuple, object] = {}  # see prefix_engine.cached_prefix_engine
+        # The call (per input shape) on which a gradient method builds its prefix engine: the second, so that one
+        # call pays no set-up; 1 builds it at once (the parity harness compares that path with upstream).
+        self.prefix_engine_on_call = 2
 
     # -- what a method overrides -------------------------------------------------
     def get_cam_weights(
@@ -245,13 +248,15 @@ class BaseCAM:
         a gradient (FullGrad): what comes before is a plain forward, which a
         oneDNN predictor runs at a fraction of dynamic-graph Paddle's time
         (``paddle_impl.prefix_engine``).  Float32 on the CPU only; built on
-        the second call for an input shape (the first runs the dynamic
-        graph), checked against the dynamic graph.
+        call ``prefix_engine_on_call`` for an input shape (the second by
+        default: the first runs the dynamic graph), checked against the
+        dynamic graph.
         """
         input_needs_gradient = self.compute_input_gradient and self.detach
         if not (self.inference_engine and self.uses_gradients) or input_needs_gradient:
             return None
-        return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor, self.engine_threads)
+        return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
+                                    self.engine_threads, self.prefix_engine_on_call)
 
     def forward_engine_for(self, input_tensor: paddle.Tensor) -> Optional[Callable]:
         """The (cached) predictor-backed forward for inputs shaped like ``input_tensor``, or None."""

@@ -298,33 +298,34 @@ def _reproduces(engine: PrefixEngine, traced: paddle.nn.Layer, example, eager_ou
     return True
 
 
-# Marks an input shape seen once: its first call ran the dynamic graph.
-_SEEN_ONCE = object()
+class _CallsSoFar(int):
+    """An input shape's calls that ran without the engine (the cache's value until the engine is tried)."""
 
 
 def cached_prefix_engine(
     cache: Dict[tuple, object], model: paddle.nn.Layer, target_layers, input_tensor: paddle.Tensor,
-    threads: Optional[int] = None,
+    threads: Optional[int] = None, build_on_call: int = 2,
 ) -> Optional[PrefixEngine]:
-    """``make_prefix_engine`` once per (input shape without the batch, thread count), on its *second* call.
+    """``make_prefix_engine`` once per (input shape without the batch, thread count), on call ``build_on_call``.
 
     Building costs an export and a predictor (about 2.7 s for ResNet50,
-    measured), several times a gradient method's call: a CAM called once
-    for an image (a notebook, a script) runs the dynamic graph and pays
-    nothing; one called again for the same shape builds the engine then and
-    gains from there on.  A failure is cached as None.
+    measured), several times a gradient method's call: by default a CAM
+    called once for an image (a notebook, a script) runs the dynamic graph
+    and pays nothing; one called again for the same shape builds the engine
+    then and gains from there on.  A failure is cached as None.
     """
     if not engine_applies(input_tensor):
         return None
     key = (tuple(input_tensor.shape[1:]), threads)
-    if key not in cache:
-        cache[key] = _SEEN_ONCE
-        return None
-    if cache[key] is _SEEN_ONCE:
+    state = cache.get(key, _CallsSoFar(0))
+    if isinstance(state, _CallsSoFar):
+        if state + 1 < build_on_call:
+            cache[key] = _CallsSoFar(state + 1)
+            return None
         cache[key] = make_prefix_engine(model, target_layers, input_tensor, threads=threads)
     return cache[key]  # type: ignore[return-value]
 
 
 def built_prefix_engines(cache: Dict[tuple, object]) -> Dict[tuple, Optional[PrefixEngine]]:
     """The shapes whose engine was tried, and the engine (None: the model runs the dynamic graph)."""
-    return {key: value for key, value in cache.items() if value is not _SEEN_ONCE}  # type: ignore[misc]
+    return {key: value for key, value in cache.items() if not isinstance(value, _CallsSoFar)}  # type: ignore[misc]

@@ -91,7 +91,7 @@ def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray,
               categories: Optional[List[int]], out_dir: Path, extra: Optional[Dict] = None) -> Dict:
     """One framework's cases of one method, written as a worker writes them; its ``result.json``."""
     from paddle_impl.atomic import save_npy
-    from parity.recipes import attach_recorder, build_cam, call_cam, released
+    from parity.recipes import attach_recorder, build_cam, call_cam, compiled_prefix_from_the_first_call, released
     from parity.registry import SMOOTH_MODES
     from parity.stages import StageRecorder
     from parity.worker import overlay_picture
@@ -101,6 +101,7 @@ def _run_side(side: _Side, name: str, modes: List[str], input_array: np.ndarray,
     targets = None if categories is None else [side.target_class(c) for c in categories]
     cases = {}
     with released(build_cam(spec, side.library, side.framework, side.model, side.layers, side.reshape, extra)) as cam:
+        compiled_prefix_from_the_first_call(cam)
         attach_recorder(spec, cam, recorder)
         for smooth in modes:
             mode = SMOOTH_MODES[smooth]

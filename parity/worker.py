@@ -240,7 +240,7 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
         raise RuntimeError(f"injected fault 'raise' ({job.framework} {name})")
     from paddle_impl.atomic import save_npy
     from paddle_impl.layer_paths import resolve_layers
-    from parity.recipes import attach_recorder, build_cam, call_cam, released
+    from parity.recipes import attach_recorder, build_cam, call_cam, compiled_prefix_from_the_first_call, released
     from parity.registry import METHODS, smooth_name
     from parity.stages import StageRecorder
 
@@ -256,6 +256,7 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
             cam.batch_size = job.batch_size
         if hasattr(cam, "engine_threads"):
             cam.engine_threads = job.threads
+        compiled_prefix_from_the_first_call(cam)
         attach_recorder(spec, cam, recorder)
         if job.is_unit:
             variant = list(cam.tta_transforms)[job.variant]

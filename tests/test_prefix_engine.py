@@ -144,3 +144,18 @@ def test_a_prefix_export_that_disagrees_with_the_dynamic_graph_is_not_used():
     model = _ExportsDifferently()
     model.eval()
     assert make_prefix_engine(model, [model.target], _image(4, size=16), threads=1) is None
+
+
+def test_the_parity_harness_compares_the_compiled_prefix_from_the_first_call(small_model):
+    """A parity case calls its CAM once per mode: the harness has it build the engine on that call."""
+    from paddle_impl import SESS
+    from parity.recipes import compiled_prefix_from_the_first_call
+
+    cam = GradCAM(small_model, [small_model.layer3])
+    compiled_prefix_from_the_first_call(cam)
+    cam(_image(5), [ClassifierOutputTarget(2)])
+    assert [engine is not None for engine in built_prefix_engines(cam._prefix_engines).values()] == [True]
+    sess = SESS(small_model, [small_model.layer3])
+    compiled_prefix_from_the_first_call(sess)
+    assert sess.base_cam.prefix_engine_on_call == 1
+    sess.release()
