@@ -13,17 +13,10 @@ import pytest
 from paddle_impl import FullGrad, GradCAM, LayerCAM, ShapleyCAM
 from paddle_impl.prefix_engine import built_prefix_engines, make_prefix_engine
 from paddle_impl.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from test_forward_engine import small_model  # noqa: F401  (the seeded resnet18 fixture, shared)
 
 # the engines' float32 bound on a CAM (parity/registry.py: oneDNN against Paddle's own kernels, ~1e-6 measured)
 CAM_BOUND = 1e-4
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    paddle.seed(3)
-    model = paddle.vision.models.resnet18(num_classes=10)
-    model.eval()
-    return model
 
 
 def _image(seed: int, batch: int = 1, size: int = 64) -> paddle.Tensor:
