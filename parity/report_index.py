@@ -56,9 +56,12 @@ def _bench_entry(json_path: Path, root: Path) -> Optional[Dict]:
     if data is None or not report.is_file():
         return None
     machine = data.get("machine") or {}
+    settings = data.get("settings") if isinstance(data.get("settings"), Mapping) else {}
+    # a merged report keeps each part's commit: the index judges every part, not only the first one's machine
+    parts = [part if isinstance(part, Mapping) else {} for part in settings.get("merged_projects") or []]
     return {"path": report.relative_to(root).as_posix(), "title": f"timings: {json_path.stem.replace('_', ' ')}",
             "verdict": _bench_verdict(data, machine.get("cpu", "an unnamed CPU")),
-            "date": machine.get("date"), "project": _project(machine) or _project(data)}
+            "date": machine.get("date"), "project": _project(machine) or _project(data), "parts": parts}
 
 
 def _bench_verdict(data: Dict, cpu: str) -> str:
@@ -131,6 +134,29 @@ def _commit_text(project: Mapping) -> str:
     return f"commit `{str(commit)[:12]}`{state}"
 
 
+def _distinct_part_commits(entry: Mapping) -> List[str]:
+    return list(dict.fromkeys(str(part.get("commit")) for part in entry.get("parts") or []))
+
+
+def _entry_commit_text(entry: Mapping) -> str:
+    commits = _distinct_part_commits(entry)
+    if len(commits) > 1:
+        return f"{len(entry['parts'])} parts at {len(commits)} commits (" + ", ".join(
+            f"`{commit[:12]}`" if commit != "None" else "unknown" for commit in commits) + ")"
+    return _commit_text(entry["project"] or {})
+
+
+def _entry_staleness(entry: Mapping, repo: Optional[Path]) -> Optional[str]:
+    """Why the entry is stale, or None; a merged report is as stale as its oldest part."""
+    paths = deciding_paths(entry.get("profile"))
+    parts = entry.get("parts") or [entry["project"] or {}]
+    for number, part in enumerate(parts, 1):
+        reason = staleness(part.get("commit"), repo, paths)
+        if reason:
+            return f"part {number}: {reason}" if len(parts) > 1 else reason
+    return None
+
+
 def render_index(root: Path, repo: Optional[Path] = None) -> str:
     """The index's markdown; ``repo`` is the git checkout whose history decides staleness (default: this one)."""
     root = Path(root)
@@ -146,10 +172,10 @@ def render_index(root: Path, repo: Optional[Path] = None) -> str:
              "", "Written by `python -m parity.report_index reports/`.", ""]
     stale_count = 0
     for entry in entries:
-        reason = staleness((entry["project"] or {}).get("commit"), repo, deciding_paths(entry.get("profile")))
+        reason = _entry_staleness(entry, repo)
         stale_count += bool(reason)
         date = str(entry["date"])[:10] if entry.get("date") else "date unknown"
-        head = f"- **[{entry['title']}]({entry['path']})** · {date} · {_commit_text(entry['project'] or {})}"
+        head = f"- **[{entry['title']}]({entry['path']})** · {date} · {_entry_commit_text(entry)}"
         if reason:
             head += f" · ⚠️ **STALE** ({reason})"
         lines += [head, f"  {entry['verdict']}"]

@@ -201,3 +201,24 @@ def test_a_bench_report_is_listed_with_its_slower_cells(tmp_path):
     line = render_index(tmp_path, tmp_path).split("(bench.md)", 1)[1]
     assert ("2 cell(s) timed on cpu: 1 at or below upstream's time, 1 above (slowest: "
             "`resnet50 b1 t2 no_smooth fem` 1.25×), 1 without a ratio") in line
+
+
+def test_a_merged_bench_is_as_stale_as_its_oldest_part(repo):
+    """A part re-measured at a newer commit must not vouch for a part measured before the port changed."""
+    old = _commit(repo, "paddle_impl/grad_cam.py", "v1\n")
+    new = _commit(repo, "paddle_impl/grad_cam.py", "v2\n")
+    root = repo / "reports"
+    root.mkdir()
+
+    def merged(*commits):
+        projects = [{"commit": commit, "dirty": False} for commit in commits]
+        data = {"machine": {"cpu": "cpu", "date": "2026-12-07", "project": projects[0]},
+                "settings": {"merged_projects": projects}, "cells": {"resnet50 b1 t2 no_smooth gradcam": {"ratio": 0.5}}}
+        (root / "bench_all.json").write_text(json.dumps(data))
+        (root / "bench_all.md").write_text("# bench\n")
+        return next(line for line in render_index(root, repo).splitlines() if "(bench_all.md)" in line)
+
+    line = merged(new, old)
+    assert "⚠️ **STALE** (part 2:" in line and f"2 parts at 2 commits (`{new[:12]}`, `{old[:12]}`)" in line
+    line = merged(new, new)
+    assert "STALE" not in line and f"commit `{new[:12]}`, clean" in line
