@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple, Union
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 from paddle_impl.errors import UserError, cli_errors  # noqa: E402
+from parity.outcome import error_headline  # noqa: E402
 from paddle_impl.locations import data_root, default_image  # noqa: E402
 from parity.model_zoo import arch_names  # noqa: E402
 from parity.config import DEFAULT_THREADS  # noqa: E402
@@ -405,6 +406,39 @@ def _prepare_weights(args, models: List[str]):
     return pairs, provenance, unavailable
 
 
+def _check_target_layers(args, config) -> None:
+    """Layers named on the command line must exist in their side's model: refused here, before any worker runs.
+
+    Otherwise every case of the run would end in the same worker traceback.  The
+    registry's own layers are checked by its tests; only --target-layers and
+    --paddle-target-layers are checked, on freshly built models of each case's
+    architecture (the workers build theirs the same way, then load weights).
+    """
+    if args.target_layers is None:
+        return
+    import paddle
+
+    from paddle_impl.layer_paths import resolve_layers
+    from parity.model_zoo import arch
+
+    wanted: Dict[str, set] = {}
+    for case in config.cases:
+        if case.setup.model not in config.unavailable:
+            wanted.setdefault(case.setup.model, set()).add(case.setup.layers())
+    paddle_option = "--paddle-target-layers" if args.paddle_target_layers is not None else "--target-layers"
+    for model, layer_pairs in wanted.items():
+        spec = arch(model)
+        with paddle.utils.unique_name.guard():  # the workers' parameter names stay unsuffixed
+            built = {"torch": spec.new_torch_model(), "paddle": spec.new_paddle_model()}
+        for torch_layers, paddle_layers in sorted(layer_pairs):
+            for side, option, expression in (("torch", "--target-layers", torch_layers),
+                                             ("paddle", paddle_option, paddle_layers)):
+                try:
+                    resolve_layers(built[side], expression)
+                except UserError as error:
+                    raise UserError(f"{option} on the {side} side of {model}: {error}") from None
+
+
 def _known_difference(model: str) -> str:
     """What the model's zoo entry says about where and why its two sides differ ('' when it says nothing)."""
     from parity.model_zoo import arch
@@ -481,6 +515,7 @@ def prepare_run(args):
     if not config.cases:
         raise UserError(f"no case to run: none of the selected methods has any of the modes {', '.join(args.smooth or [])}")
     config.weights, weights_provenance, config.unavailable = _prepare_weights(args, config.models)
+    _check_target_layers(args, config)
     _check_writable(out)
 
     provenance = base_provenance()
@@ -498,14 +533,14 @@ def print_progress(record, done, total) -> None:
     else:
         status = "ERROR" if record["error"] else ("pass" if record["passed"] else "FAIL")
         detail = (f"cam max|Δ| {record['cam_max_abs_diff']:.2e}" if record["cam_max_abs_diff"] is not None
-                  else record["error"].splitlines()[0])
+                  else error_headline(record["error"]))
     print(f"[{done:2d}/{total}] {record['id']:<28s} {status:<5s} {detail}", file=sys.stderr, flush=True)
 
 
 def print_unit_progress(job, outcome, done, total) -> None:
     """``[unit  3/18] torch scorecam variant 1 done 151 s``: the weights units print before any case can."""
     what = f"{job.framework} {','.join(job.methods)} variant {job.variant}"
-    status = f"done {outcome.seconds:.0f} s" if outcome.ok else "FAILED: " + (outcome.error or "").splitlines()[0][:160]
+    status = f"done {outcome.seconds:.0f} s" if outcome.ok else "FAILED: " + error_headline(outcome.error or "", 160)
     print(f"[unit {done:2d}/{total}] {what:<32s} {status}", file=sys.stderr, flush=True)
 
 

@@ -25,7 +25,7 @@ from parity.compare import stage_bounds
 from parity.cache import ResultCache
 from parity.config import RunConfig
 from parity.diagnose import diagnose
-from parity.outcome import JobOutcome
+from parity.outcome import JobOutcome, error_headline
 from parity.plan import Plan, cache_key, job_views, make_plan, view_cases
 from parity.registry import Case
 from parity.schedule import job_cost
@@ -338,7 +338,7 @@ def recheck_in_float64(config: RunConfig, records: List[Dict], live: LiveProcess
                 "first_divergent_stage": result["first_divergent_stage"],
             }
             if result["error"]:
-                verdict = f"could not run: {result['error'].splitlines()[0]}"
+                verdict = f"could not run: {error_headline(result['error'])}"
             elif result["passed"]:
                 verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the two sides compute the same; "
                            "the float32 difference is rounding the method amplifies, not the port")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import re
 import os
 import pathlib
 import shutil
@@ -572,6 +573,20 @@ def test_a_method_that_raises_in_a_shared_worker_fails_only_its_own_cases(tmp_pa
     eigencam = cases["eigencam-no_smooth"]
     assert not eigencam["passed"] and eigencam["error"].startswith("torch side, eigencam:"), eigencam["error"]
     assert "injected fault 'raise' (torch eigencam)" in eigencam["error"]
+    # the console line names the exception, not only the side and the method
+    assert re.search(r"eigencam-no_smooth\s+ERROR torch side, eigencam: RuntimeError: injected fault 'raise' "
+                     r"\(torch eigencam\)", result.stderr), result.stderr
+
+
+def test_a_target_layer_missing_from_its_model_is_refused_before_any_worker(old_report):
+    """A layer name that one side's model lacks would end every case in the same worker traceback."""
+    before = snapshot(old_report)
+    line = assert_one_line_error(
+        run_parity(*GRADCAM_TINY, "--target-layers", "layer4", "--paddle-target-layers", "stages[3]", "--out", old_report),
+        "--paddle-target-layers on the paddle side of resnet50:", "bad target-layer expression 'stages[3]'",
+        "has no sub-layer 'stages' (it has: conv1,")
+    assert "worker" not in line
+    check_untouched(old_report, before)
 
 
 # -- 10: --help -----------------------------------------------------------------------------
@@ -743,3 +758,15 @@ def test_nan_activations_give_the_same_nan_cam_and_are_flagged():
     one_sided[..., 0, 0] = 0.5
     diff = compare_stage("cam", one_sided, sides["torch"]["cam"], stage_bounds(METHODS["gradcam"], "float32")["cam"])
     assert not diff.passed and diff.elements_over == 1 and diff.max_abs_diff == float("inf")
+
+
+def test_an_error_headline_is_the_first_line_and_the_exception_a_traceback_ends_in():
+    from parity.outcome import error_headline
+
+    traceback_text = ("paddle side, gradcam:\nTraceback (most recent call last):\n  File \"w.py\", line 3, in f\n"
+                      "    g()\npaddle_impl.errors.UserError: bad target-layer expression 'x'\n")
+    assert error_headline(traceback_text) == ("paddle side, gradcam: paddle_impl.errors.UserError: "
+                                              "bad target-layer expression 'x'")
+    assert error_headline("worker timed out after 5 s\n") == "worker timed out after 5 s"
+    assert error_headline("") == "(no message)"
+    assert error_headline("x" * 300, limit=10) == "x" * 9 + "…"
