@@ -220,10 +220,16 @@ def one_worker_run(shared_dir, weights_pair, reference_image):
     return records, reference, cache_dir
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("shared-matrix")
 @pytest.mark.timeout(900)
 def test_two_workers_and_weights_units_give_the_same_bits(tmp_path, one_worker_run, weights_pair, reference_image):
-    """Two workers at once, ScoreCAM split into six weights units per framework."""
+    """Two workers at once, ScoreCAM split into six weights units per framework.
+
+    In the slow tier: its 14 worker processes took 113-139 s of ``make test``'s 600 s budget (2026-12-07).
+    Two workers on the same bits stay in the fast tier (``test_upstream_from_the_cache_gives_the_same_bits``,
+    ``jobs=2``); the units' order and failure handling too (the fake-worker tests above).
+    """
     records, reference, _ = one_worker_run
     split, schedule = _run_subset(tmp_path, "split", weights_pair, reference_image, jobs=2, split_units=True)
     assert schedule["workers"] == min(2, os.cpu_count() or 1)
