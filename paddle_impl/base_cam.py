@@ -84,8 +84,12 @@ class BaseCAM:
     """The CAM pipeline shared by every method; see the module docstring."""
 
     # A method that reads nothing but the forward pass (the target layers' activations and the
-    # outputs) may run that pass in a compiled oneDNN predictor: see ``forward_through_engine``.
+    # outputs) runs it in a compiled oneDNN predictor from its first call: the whole network
+    # (``forward_through_engine``), or what comes before the target layer (``prefix_engine_for``).
     compiled_forward = False
+    # A method that runs the whole network many times (ScoreCAM's scores) holds a predictor of the
+    # whole network anyway; its first forward runs there too: see ``forward_through_engine``.
+    whole_network_predictor = False
 
     def __init__(
         self,
@@ -192,7 +196,7 @@ class BaseCAM:
         # built (once per input shape) before the scopes below change the model's parameters and forwards
         prefix_engine = self.prefix_engine_for(input_tensor)
         with grad_scope, graph_scope:
-            outputs = self.forward_through_engine(input_tensor)
+            outputs = None if prefix_engine is not None else self.forward_through_engine(input_tensor)
             if outputs is None:
                 outputs = self.forward_with_compiled_prefix(input_tensor, prefix_engine)
             self.outputs = outputs
@@ -209,12 +213,13 @@ class BaseCAM:
     def forward_through_engine(self, input_tensor: paddle.Tensor) -> Optional[paddle.Tensor]:
         """The forward pass in a oneDNN predictor, for a ``compiled_forward`` method; None where it does not apply.
 
-        Upstream's forward-only methods (EigenCAM, FEM, KPCA-CAM, ScoreCAM's
-        first pass) spend much of their time in the network's forward,
-        where dynamic-graph Paddle costs about twice torch's.  The predictor
-        runs the same network (oneDNN, conv/batch-norm fusion: ~1e-6 relative
-        from dynamic-graph Paddle, the size of the difference between any two
-        convolution libraries) and hands back the outputs and every target
+        ScoreCAM's first pass (the predictor its scores run in), and a
+        forward-only method whose model the prefix engine cannot take.
+        Upstream's forward-only methods spend much of their time in the
+        network's forward, where dynamic-graph Paddle costs about twice
+        torch's.  The predictor runs the same network (oneDNN, conv/batch-norm
+        fusion: ~1e-6 relative from dynamic-graph Paddle, the size of the
+        difference between any two convolution libraries) and hands back the outputs and every target
         layer's output in the order the hooks would have stored them, each
         through ``reshape_transform`` as the hook does.  Built once per input
         shape, on the first call (its one-time cost: exporting the program and
@@ -241,22 +246,33 @@ class BaseCAM:
         return run(input_tensor) if prefix_engine is None else prefix_engine(self.model, input_tensor, run)
 
     def prefix_engine_for(self, input_tensor: paddle.Tensor) -> Optional[PrefixEngine]:
-        """For a gradient method: the (cached) predictor for everything before the first target layer, or None.
+        """The (cached) predictor for everything before the first target layer, or None where it does not apply.
 
-        The gradient is read at the target layer, and the graph starts there
-        (``ActivationsAndGradients`` re-roots it) unless the input itself needs
-        a gradient (FullGrad): what comes before is a plain forward, which a
-        oneDNN predictor runs at a fraction of dynamic-graph Paddle's time
-        (``paddle_impl.prefix_engine``).  Float32 on the CPU only; built on
+        A gradient method reads the gradient at the target layer, and the
+        graph starts there (``ActivationsAndGradients`` re-roots it) unless
+        the input itself needs a gradient (FullGrad): what comes before is a
+        plain forward, which a oneDNN predictor runs at a fraction of
+        dynamic-graph Paddle's time (``paddle_impl.prefix_engine``).  Built on
         call ``prefix_engine_on_call`` for an input shape (the second by
-        default: the first runs the dynamic graph), checked against the
-        dynamic graph.
+        default: the first runs the dynamic graph).
+
+        A ``compiled_forward`` method (EigenCAM, FEM, KPCA-CAM) builds it on
+        its first call where most of the model's weights come after the
+        target layer (a VGG's head): the rest of the forward runs in the
+        dynamic graph, where a predictor of the whole network
+        (``forward_through_engine``, faster elsewhere) would hold a second
+        copy of those weights (``prefix_engine._rest_is_heavy``).  Float32 on
+        the CPU only; checked against the dynamic graph when built.
         """
-        input_needs_gradient = self.compute_input_gradient and self.detach
-        if not (self.inference_engine and self.uses_gradients) or input_needs_gradient:
+        if not self.inference_engine or (self.compute_input_gradient and self.detach):
             return None
-        return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
-                                    self.engine_threads, self.prefix_engine_on_call)
+        if self.uses_gradients:
+            return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
+                                        self.engine_threads, self.prefix_engine_on_call)
+        if self.compiled_forward and self.detach and not self.whole_network_predictor:
+            return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
+                                        self.engine_threads, build_on_call=1, only_for_a_heavy_rest=True)
+        return None
 
     def forward_engine_for(self, input_tensor: paddle.Tensor) -> Optional[Callable]:
         """The (cached) predictor-backed forward for inputs shaped like ``input_tensor``, or None."""

@@ -35,6 +35,7 @@ __all__ = ["ScoreCAM"]
 class ScoreCAM(BaseCAM):
     # The first pass and the scoring passes share one predictor: see BaseCAM.forward_through_engine.
     compiled_forward = True
+    whole_network_predictor = True
 
     def __init__(
         self,
