@@ -47,6 +47,7 @@ from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, 
                                  render_json, render_markdown, summarize, table_for_stdout)
 from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
 from parity.cli import _csv_choices, _positive_int, _shard
+from parity.outcome import error_headline
 from parity.provenance import cpu_name, package_versions, project_state
 from parity.registry import METHODS, resolve_methods
 from parity.worker import worker_environment
@@ -139,7 +140,7 @@ def measure_cells(cells: Sequence[Cell], repeat: int, heavy_repeat: int, remeasu
         else:
             record["errors"].append(error)
             all_ok = False
-            status = "FAILED: " + error.splitlines()[0][:300]
+            status = "FAILED: " + error_headline(error, 300)
         log(f"bench [{done}/{total_text}] {_key(cell)} {framework}: {status} (process {wall:.1f} s)")
 
     for cell in cells:
@@ -469,7 +470,7 @@ def measure_throughput(models: Sequence[str], threads: Sequence[int], job_for: C
         result, wall, error = run_worker(job_for("peak", "torch", count), timeout)
         if error:
             all_ok = False
-            log(f"bench peak t{count}: FAILED: {error.splitlines()[0][:300]}")
+            log(f"bench peak t{count}: FAILED: {error_headline(error, 300)}")
         else:
             peaks[str(count)] = result
             log(f"bench peak t{count}: {result['gflops_per_second']:.1f} GFLOP/s (process {wall:.1f} s)")
@@ -480,7 +481,7 @@ def measure_throughput(models: Sequence[str], threads: Sequence[int], job_for: C
                 if error:
                     all_ok = False
                     entry[framework] = {"error": error}
-                    log(f"bench forward {model} t{count} {framework}: FAILED: {error.splitlines()[0][:300]}")
+                    log(f"bench forward {model} t{count} {framework}: FAILED: {error_headline(error, 300)}")
                 else:
                     entry[framework] = result
                     log(f"bench forward {model} t{count} {framework}: {json.dumps(result['seconds'])} (process {wall:.1f} s)")

@@ -7,6 +7,7 @@ import json
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from parity.outcome import error_headline
 from parity.registry import METHODS
 
 __all__ = [
@@ -421,8 +422,7 @@ def render_markdown(data: Dict) -> str:
     if failed:
         lines += ["", "## Failed runs", ""]
         for key, error in failed:
-            first = error.strip().splitlines()[0] if error.strip() else "failed"
-            lines.append(f"- {key}: {_escape(first)}")
+            lines.append(f"- {key}: {_escape(error_headline(error) if error.strip() else 'failed')}")
     timing = data.get("parity_run")
     if timing:
         lines += [

@@ -472,3 +472,12 @@ def test_the_makefile_grid_names_only_models_the_bench_can_time():
     assert set(lists) == {"ZOO", "SMALL_ZOO", "HUB_BENCH"}
     for name, models in lists.items():
         assert bench.build_parser().parse_args(["--model", models]).model == models.split(","), name
+
+
+def test_a_failed_run_is_listed_by_the_exception_its_traceback_ends_in():
+    data = _fake_data()
+    record = next(iter(data["cells"].values()))
+    record["errors"] = ["Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nMemoryError: out of memory"]
+    markdown = bench_report.render_markdown(data)
+    failed = markdown.split("## Failed runs", 1)[1]
+    assert "MemoryError: out of memory" in failed and "(most recent call last): MemoryError" in failed
