@@ -570,9 +570,10 @@ def interruptible(args, out: Path, live):
         signal.signal(signal.SIGTERM, previous)
 
 
-def announce_recheck(count: int) -> None:
-    print(f"python -m parity: rerunning {count} failed case(s) in float64, to tell float32 rounding from a real "
-          "difference", file=sys.stderr, flush=True)
+def announce_recheck(count: int, what: str) -> None:
+    why = {"float64": "to tell float32 rounding from a real difference"}.get(
+        what, "whose float64 rerun agrees, to tell the compiled engines' rounding from the dynamic graph's")
+    print(f"python -m parity: rerunning {count} failed case(s) in {what}, {why}", file=sys.stderr, flush=True)
 
 
 def write_results(out: Path, provenance: Dict, records: List[Dict]) -> int:

@@ -44,6 +44,8 @@ class RunConfig:
     # Models whose paddle.vision twin computes another function than torchvision's (model -> why):
     # their cases are reported as "architectures differ", never run.
     unavailable: Dict[str, str] = field(default_factory=dict)
+    # False: Paddle's compiled engines off, every forward in the dynamic graph (parity.runner's float32 recheck).
+    compiled_engines: bool = True
 
     @property
     def workers(self) -> int:

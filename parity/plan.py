@@ -71,6 +71,7 @@ def _base_job(config: RunConfig, setup: Setup, framework: str, methods: List[str
         framework=framework, methods=methods, aug_smooth=False, eigen_modes=[], image=str(Path(config.image).resolve()),
         setup=setup, torch_weights=str(Path(torch_weights).resolve()), paddle_weights=str(Path(paddle_weights).resolve()), dtype=config.dtype, device=config.device,
         threads=config.threads, out_dir=str(out_dir), reuse_weights=config.reuse_weights,
+        compiled_engines=config.compiled_engines,
         # "raise" is aimed at one method of a shared worker: the worker raises in that method only
         inject_fault=next((f"raise:{m}" if config.inject_fault[f"{framework}:{m}"] == "raise"
                            else config.inject_fault[f"{framework}:{m}"] for m in methods

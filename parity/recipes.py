@@ -20,7 +20,7 @@ from paddle_impl import method_table
 from paddle_impl.method_table import DFF_COMPONENTS, RANDOM_SEED, call_cam, factorization_colors, picture_cam, released
 from parity.registry import MethodSpec
 
-__all__ = ["build_cam", "compiled_prefix_from_the_first_call", "attach_recorder", "call_cam", "released", "picture_cam", "classifier_head", "RANDOM_SEED", "DFF_COMPONENTS",
+__all__ = ["build_cam", "compiled_prefix_from_the_first_call", "dynamic_graph_only", "attach_recorder", "call_cam", "released", "picture_cam", "classifier_head", "RANDOM_SEED", "DFF_COMPONENTS",
            "factorization_colors"]
 
 
@@ -62,9 +62,26 @@ def compiled_prefix_from_the_first_call(cam: Any) -> None:
     unit tests (tests/test_methods_gradient_family.py and others) compare.
     A torch CAM has no such attribute and is left alone.
     """
-    for each in (cam, getattr(cam, "base_cam", None), *(getattr(cam, "base_cam_per_layer", None) or [])):
-        if each is not None and hasattr(each, "prefix_engine_on_call"):
+    for each in _cam_and_its_bases(cam):
+        if hasattr(each, "prefix_engine_on_call"):
             each.prefix_engine_on_call = 1
+
+
+def dynamic_graph_only(cam: Any) -> None:
+    """Turn off every compiled engine of ``cam`` (its base CAMs too): each forward runs in Paddle's dynamic graph.
+
+    What a float32 recheck needs to tell an engine's rounding (its fused
+    kernels) from the dynamic graph's; a torch CAM has no such attribute.
+    """
+    for each in _cam_and_its_bases(cam):
+        if hasattr(each, "inference_engine"):
+            each.inference_engine = False
+
+
+def _cam_and_its_bases(cam: Any) -> List[Any]:
+    """``cam`` and the CAMs it calls (FinerCAM's and SESS's base CAM, RefineCAM's one per layer)."""
+    bases = (getattr(cam, "base_cam", None), *(getattr(cam, "base_cam_per_layer", None) or []))
+    return [cam] + [each for each in bases if each is not None]
 
 
 def attach_recorder(spec: MethodSpec, cam: Any, recorder) -> None:

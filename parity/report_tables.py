@@ -117,7 +117,8 @@ def _matrix_lines(cases: Sequence[Mapping], links: _Links) -> List[str]:
                     "decided the result, and rounding breaks it either way (not counted as passed or failed)")
     if "float32 only" in statuses:
         keys.append("🟡 over its bound in float32, within every float64 bound when rerun: rounding that the "
-                    "method amplifies, not the port (neither passed nor failed; the case says why)")
+                    "method amplifies, not the port (neither passed nor failed; the case says why, and whether it "
+                    "passes in float32 with Paddle's compiled engines off)")
     if any("·" in cell.split("<br>") for row in rows for cell in row):
         keys.append("· not part of this run")
     return lines + ["", "Cells: " + " · ".join(keys) + "."]

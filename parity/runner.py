@@ -301,16 +301,26 @@ def run_matrix(
 # port.  Such a case is reported as "float32 only": not counted as passed, and it does not fail the
 # run (a case whose float64 rerun fails too, or could not run, stays failed).  Only cases that ran in
 # seconds are rerun: float64 has no oneDNN path, and a full-size ScoreCAM would take hours.
+#
+# Float64 runs in Paddle's dynamic graph (its compiled engines are float32 only), so it cannot tell
+# the engines' rounding (fused conv/batch-norm/ReLU kernels) from the dynamic graph's.  A case that
+# float64 calls "float32 only" is therefore rerun once more, in float32 with the engines off: if that
+# passes, the engines' rounding is what crosses the bound (the record and its message say so).
 RECHECK_SKIPPED_STAGES = ("input", "targets", "logits", "activations")
 RECHECK_MAX_SECONDS = 120.0  # of the float32 case, both sides together
 FLOAT64_SLOWDOWN = 8.0
+FLOAT64 = "float64"
+ENGINES_OFF = "float32 with Paddle's compiled engines off"
 
 
 def recheck_in_float64(config: RunConfig, records: List[Dict], live: LiveProcesses,
-                       on_start: Optional[Callable[[int], None]] = None) -> None:
+                       on_start: Optional[Callable[[int, str], None]] = None) -> None:
     """Add ``float64_check`` (and a line of the message) to each float32 case that failed after the models agreed.
 
-    ``on_start`` hears how many cases are rerun, before they are.
+    A case whose float64 rerun passes gets ``engines_off_check`` too: the
+    same case in float32 with Paddle's compiled engines off.  ``on_start``
+    hears how many cases each rerun takes, and which rerun (``FLOAT64`` or
+    ``ENGINES_OFF``), before they run.
     """
     if config.dtype != "float32":
         return
@@ -324,24 +334,45 @@ def recheck_in_float64(config: RunConfig, records: List[Dict], live: LiveProcess
         else:
             record["float64_check"] = {"skipped": f"the float32 case took {seconds:.0f} s; in float64 (no oneDNN) "
                                                   f"about {FLOAT64_SLOWDOWN:.0f} times that"}
-    if not affordable:
+    agreeing = {}
+    for record, result in _rerun(config, affordable, live, on_start, FLOAT64, dtype="float64"):
+        record["float64_check"] = _check_of(result)
+        if result["error"]:
+            verdict = f"could not run: {error_headline(result['error'])}"
+        elif result["passed"]:
+            verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the two sides compute the same; "
+                       "the float32 difference is rounding the method amplifies, not the port")
+            agreeing[record["id"]] = record
+        else:
+            verdict = f"fails too, first at '{result['first_divergent_stage']}': the difference is not float32 rounding"
+        record["message"] += f"\nRerun in float64: {verdict}."
+    for record, result in _rerun(config, agreeing, live, on_start, ENGINES_OFF, compiled_engines=False):
+        record["engines_off_check"] = _check_of(result)
+        if result["error"]:
+            verdict = f"could not run: {error_headline(result['error'])}"
+        elif result["passed"]:
+            verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the compiled engines' fused kernels "
+                       "round differently from the dynamic graph, and that is what crosses the bound")
+        else:
+            verdict = (f"fails too, first at '{result['first_divergent_stage']}': the dynamic graph's float32 "
+                       "rounding crosses the bound as well, not only the engines'")
+        record["message"] += f"\nRerun in float32 with Paddle's compiled engines off: {verdict}."
+
+
+def _rerun(config: RunConfig, records: Dict[str, Dict], live: LiveProcesses,
+           on_start: Optional[Callable[[int, str], None]], what: str, **changes):
+    """(record, result) for each of ``records`` run again with ``changes`` to the run's config, uncached."""
+    if not records:
         return
     if on_start is not None:
-        on_start(len(affordable))
-    with tempfile.TemporaryDirectory(prefix="parity-float64-") as out:
-        f64 = replace(config, dtype="float64", cases=[c for c in config.cases if c.id in affordable], out=Path(out),
-                      cache=ResultCache(enabled=False), split_units=False)
-        for result in run_matrix(f64, live):
-            record = affordable[result["id"]]
-            record["float64_check"] = {
-                "passed": result["passed"], "error": result["error"], "cam_max_abs_diff": result["cam_max_abs_diff"],
-                "first_divergent_stage": result["first_divergent_stage"],
-            }
-            if result["error"]:
-                verdict = f"could not run: {error_headline(result['error'])}"
-            elif result["passed"]:
-                verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the two sides compute the same; "
-                           "the float32 difference is rounding the method amplifies, not the port")
-            else:
-                verdict = f"fails too, first at '{result['first_divergent_stage']}': the difference is not float32 rounding"
-            record["message"] += f"\nRerun in float64: {verdict}."
+        on_start(len(records), what)
+    with tempfile.TemporaryDirectory(prefix="parity-recheck-") as out:
+        again = replace(config, cases=[c for c in config.cases if c.id in records], out=Path(out),
+                        cache=ResultCache(enabled=False), split_units=False, **changes)
+        for result in run_matrix(again, live):
+            yield records[result["id"]], result
+
+
+def _check_of(result: Dict) -> Dict:
+    return {"passed": result["passed"], "error": result["error"], "cam_max_abs_diff": result["cam_max_abs_diff"],
+            "first_divergent_stage": result["first_divergent_stage"]}

@@ -80,6 +80,9 @@ class WorkerJob:
     # Directories of finished weights units: their weights seed the memo of a cases job, which then
     # finds every pass's weights there as long as its arguments are the same to the bit.
     weights_from: List[str] = field(default_factory=list)
+    # False: the Paddle side runs every forward in the dynamic graph (a recheck of a float32 case, see
+    # parity.runner.recheck_in_float64); True: the compiled engines a user's repeated calls get.
+    compiled_engines: bool = True
 
     @property
     def modes(self) -> List[Tuple[bool, bool]]:
@@ -240,7 +243,8 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
         raise RuntimeError(f"injected fault 'raise' ({job.framework} {name})")
     from paddle_impl.atomic import save_npy
     from paddle_impl.layer_paths import resolve_layers
-    from parity.recipes import attach_recorder, build_cam, call_cam, compiled_prefix_from_the_first_call, released
+    from parity.recipes import (attach_recorder, build_cam, call_cam, compiled_prefix_from_the_first_call,
+                                dynamic_graph_only, released)
     from parity.registry import METHODS, smooth_name
     from parity.stages import StageRecorder
 
@@ -256,7 +260,10 @@ def _run_method(job: WorkerJob, side, name: str, rgb: np.ndarray, input_tensor, 
             cam.batch_size = job.batch_size
         if hasattr(cam, "engine_threads"):
             cam.engine_threads = job.threads
-        compiled_prefix_from_the_first_call(cam)
+        if job.compiled_engines:
+            compiled_prefix_from_the_first_call(cam)
+        else:
+            dynamic_graph_only(cam)
         attach_recorder(spec, cam, recorder)
         if job.is_unit:
             variant = list(cam.tta_transforms)[job.variant]

@@ -7,7 +7,7 @@ from parity.cache import ResultCache
 from parity.config import make_config
 from parity.registry import Setup
 from parity.report import case_status
-from parity.runner import LiveProcesses, recheck_in_float64, run_matrix
+from parity.runner import ENGINES_OFF, FLOAT64, LiveProcesses, recheck_in_float64, run_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore:No ccache found:UserWarning")
 
@@ -38,12 +38,15 @@ def test_an_ill_conditioned_float32_case_is_explained_by_its_float64_rerun(tmp_p
     config.cache = ResultCache(tmp_path / "cache", enabled=False)
     records = {r["id"]: r for r in run_matrix(config)}
     rerun = []
-    recheck_in_float64(config, list(records.values()), LiveProcesses(), on_start=rerun.append)
+    recheck_in_float64(config, list(records.values()), LiveProcesses(), on_start=lambda n, what: rerun.append((n, what)))
     ablation, gradcam = records["ablationcam-no_smooth"], records["gradcam-no_smooth"]
     assert not ablation["passed"] and ablation["first_divergent_stage"] == "weights", ablation["message"]
-    assert rerun == [1] and "float64_check" not in gradcam  # only the failed case is rerun
+    # only the failed case is rerun: in float64, then (it agrees there) in float32 without the engines
+    assert rerun == [(1, FLOAT64), (1, ENGINES_OFF)] and "float64_check" not in gradcam
     assert ablation["float64_check"]["passed"] and ablation["float64_check"]["cam_max_abs_diff"] < 1e-6
     assert "Rerun in float64: passes" in ablation["message"] and "not the port" in ablation["message"]
+    assert "Rerun in float32 with Paddle's compiled engines off: " in ablation["message"]
+    assert ablation["engines_off_check"]["error"] is None
     assert case_status(ablation) == "float32 only" and case_status(gradcam) == "passed"
 
 
@@ -77,3 +80,61 @@ def test_only_a_passing_float64_rerun_makes_a_failure_float32_only(float64_check
         assert counts["failed"] == 0 and counts["float32_only"] == 1 and status_allows_success(record)
         assert verdict_line(results).startswith("✅")
         assert "**1/2 cases passed**" in summary_line(results) and "float32 only, float64 agrees: 1" in summary_line(results)
+
+
+def _failed_record(case_id, seconds=1.0):
+    return {"id": case_id, "passed": False, "error": None, "architecture_differs": None, "first_divergent_stage": "cam",
+            "torch_seconds": seconds, "paddle_seconds": seconds, "message": "over its bound"}
+
+
+def test_a_case_that_float64_clears_is_rerun_in_float32_without_the_engines(monkeypatch, tmp_path):
+    """The float64 rerun runs no engine, so it cannot tell the engines' rounding from the dynamic graph's: only a
+    case it clears is run once more, in float32 with ``compiled_engines=False``, and its record says which it was."""
+    from types import SimpleNamespace
+
+    import parity.runner as runner
+    from parity.report import summary_line
+
+    cases = [SimpleNamespace(id=name) for name in ("engine", "graph", "real", "slow")]
+    config = SimpleNamespace(dtype="float32", cases=cases, out=tmp_path, compiled_engines=True)
+    runs = []
+
+    def fake_run_matrix(again, live):
+        runs.append((again.dtype, again.compiled_engines, sorted(c.id for c in again.cases)))
+        for case in again.cases:
+            if again.dtype == "float64":
+                passed = case.id != "real"
+            else:  # float32, engines off: only the engines' rounding goes away
+                passed = case.id == "engine"
+            yield {"id": case.id, "passed": passed, "error": None, "cam_max_abs_diff": 1e-7 if passed else 1e-3,
+                   "first_divergent_stage": None if passed else "gradients"}
+
+    monkeypatch.setattr(runner, "run_matrix", fake_run_matrix)
+    monkeypatch.setattr(runner, "replace", lambda config, **changes: SimpleNamespace(**{**vars(config), **changes}))
+    records = [_failed_record("engine"), _failed_record("graph"), _failed_record("real"), _failed_record("slow", 600)]
+    announced = []
+    recheck_in_float64(config, records, LiveProcesses(), on_start=lambda n, what: announced.append((n, what)))
+    engine, graph, real, slow = records
+    assert runs == [("float64", True, ["engine", "graph", "real"]), ("float32", False, ["engine", "graph"])]
+    assert announced == [(3, FLOAT64), (2, ENGINES_OFF)]
+    assert "skipped" in slow["float64_check"] and "engines_off_check" not in slow and "engines_off_check" not in real
+    assert engine["engines_off_check"]["passed"] and "fused kernels round differently" in engine["message"]
+    assert not graph["engines_off_check"]["passed"] and "dynamic graph's float32 rounding" in graph["message"]
+    assert [case_status(r) for r in records] == ["float32 only", "float32 only", "failed", "failed"]
+    line = summary_line({"cases": records})
+    assert "float32 only, float64 agrees: 2 (1 of them pass with Paddle's compiled engines off)" in line, line
+
+
+def test_the_engines_off_flag_reaches_every_worker_job(tmp_path, reference_image):
+    from dataclasses import replace
+
+    from parity.plan import plan_jobs
+    from parity.weights import sha256_of
+
+    config = make_config(profile="quick", dtype="float32", out=tmp_path / "out", image=reference_image,
+                         image_sha256=sha256_of(reference_image), methods=["gradcam", "eigencam"],
+                         smooths=["no_smooth"], weights={"resnet18": (tmp_path / "t.pth", tmp_path / "p", "id")},
+                         setup_transform=lambda setup: Setup(model="resnet18", size=(64, 64)), jobs=1, threads=1)
+    assert {job.compiled_engines for job in plan_jobs(config, tmp_path)} == {True}
+    jobs = plan_jobs(replace(config, compiled_engines=False), tmp_path)
+    assert jobs and {job.compiled_engines for job in jobs} == {False}

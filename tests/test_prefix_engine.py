@@ -155,6 +155,23 @@ def test_the_parity_harness_compares_the_compiled_prefix_from_the_first_call(sma
     sess.release()
 
 
+def test_the_float32_recheck_runs_every_forward_in_the_dynamic_graph(small_model):
+    """parity.runner's float32 recheck (``compiled_engines=False``) must build no engine, even on a repeated call."""
+    from paddle_impl import SESS, EigenCAM
+    from parity.recipes import dynamic_graph_only
+
+    for cam in (GradCAM(small_model, [small_model.layer3]), EigenCAM(small_model, [small_model.layer3])):
+        dynamic_graph_only(cam)
+        for _ in range(3):
+            cam(_image(5), [ClassifierOutputTarget(2)])
+        assert built_prefix_engines(cam._prefix_engines) == {} and not cam._forward_engines
+        cam.release()
+    sess = SESS(small_model, [small_model.layer3])
+    dynamic_graph_only(sess)
+    assert sess.base_cam.inference_engine is False
+    sess.release()
+
+
 class _SmallBodyBigHead(paddle.nn.Layer):
     """A convolution (432 weights) before the target layer and a 4-million-weight head after it, as vgg16's."""
 
