@@ -134,15 +134,16 @@ def _commit_text(project: Mapping) -> str:
     return f"commit `{str(commit)[:12]}`{state}"
 
 
-def _distinct_part_commits(entry: Mapping) -> List[str]:
-    return list(dict.fromkeys(str(part.get("commit")) for part in entry.get("parts") or []))
+def _distinct_part_commits(entry: Mapping) -> List[Optional[str]]:
+    """Each part's commit once, in order; None for a part that recorded none."""
+    return list(dict.fromkeys(part.get("commit") or None for part in entry.get("parts") or []))
 
 
 def _entry_commit_text(entry: Mapping) -> str:
     commits = _distinct_part_commits(entry)
     if len(commits) > 1:
         return f"{len(entry['parts'])} parts at {len(commits)} commits (" + ", ".join(
-            f"`{commit[:12]}`" if commit != "None" else "unknown" for commit in commits) + ")"
+            f"`{commit[:12]}`" if commit else "unknown" for commit in commits) + ")"
     return _commit_text(entry["project"] or {})
 
 

@@ -222,3 +222,6 @@ def test_a_merged_bench_is_as_stale_as_its_oldest_part(repo):
     assert "⚠️ **STALE** (part 2:" in line and f"2 parts at 2 commits (`{new[:12]}`, `{old[:12]}`)" in line
     line = merged(new, new)
     assert "STALE" not in line and f"commit `{new[:12]}`, clean" in line
+    line = merged(new, None)  # a part that recorded no commit is named so, and cannot vouch for itself
+    assert "⚠️ **STALE** (part 2: computed at an unknown commit" in line
+    assert f"2 parts at 2 commits (`{new[:12]}`, unknown)" in line
