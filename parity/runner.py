@@ -337,26 +337,27 @@ def recheck_in_float64(config: RunConfig, records: List[Dict], live: LiveProcess
     agreeing = {}
     for record, result in _rerun(config, affordable, live, on_start, FLOAT64, dtype="float64"):
         record["float64_check"] = _check_of(result)
-        if result["error"]:
-            verdict = f"could not run: {error_headline(result['error'])}"
-        elif result["passed"]:
-            verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the two sides compute the same; "
-                       "the float32 difference is rounding the method amplifies, not the port")
+        if result["passed"] and not result["error"]:
             agreeing[record["id"]] = record
-        else:
-            verdict = f"fails too, first at '{result['first_divergent_stage']}': the difference is not float32 rounding"
-        record["message"] += f"\nRerun in float64: {verdict}."
+        record["message"] += "\nRerun in float64: " + _rerun_verdict(
+            result, passes="the two sides compute the same; the float32 difference is rounding the method amplifies, "
+                           "not the port",
+            fails="the difference is not float32 rounding")
     for record, result in _rerun(config, agreeing, live, on_start, ENGINES_OFF, compiled_engines=False):
         record["engines_off_check"] = _check_of(result)
-        if result["error"]:
-            verdict = f"could not run: {error_headline(result['error'])}"
-        elif result["passed"]:
-            verdict = (f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): the compiled engines' fused kernels "
-                       "round differently from the dynamic graph, and that is what crosses the bound")
-        else:
-            verdict = (f"fails too, first at '{result['first_divergent_stage']}': the dynamic graph's float32 "
-                       "rounding crosses the bound as well, not only the engines'")
-        record["message"] += f"\nRerun in float32 with Paddle's compiled engines off: {verdict}."
+        record["message"] += "\nRerun in float32 with Paddle's compiled engines off: " + _rerun_verdict(
+            result, passes="the compiled engines' fused kernels round differently from the dynamic graph, and that is "
+                           "what crosses the bound",
+            fails="the dynamic graph's float32 rounding crosses the bound as well, not only the engines'")
+
+
+def _rerun_verdict(result: Dict, passes: str, fails: str) -> str:
+    """The message's sentence on one rerun: could not run, passes (and what that shows) or fails too (and what)."""
+    if result["error"]:
+        return f"could not run: {error_headline(result['error'])}."
+    if result["passed"]:
+        return f"passes (cam max|Δ| {result['cam_max_abs_diff']:.2e}): {passes}."
+    return f"fails too, first at '{result['first_divergent_stage']}': {fails}."
 
 
 def _rerun(config: RunConfig, records: Dict[str, Dict], live: LiveProcesses,
