@@ -343,7 +343,9 @@ def recheck_in_float64(config: RunConfig, records: List[Dict], live: LiveProcess
             result, passes="the two sides compute the same; the float32 difference is rounding the method amplifies, "
                            "not the port",
             fails="the difference is not float32 rounding")
-    for record, result in _rerun(config, agreeing, live, on_start, ENGINES_OFF, compiled_engines=False):
+    # upstream's side of this rerun is the float32 run's own, so the run's cache may answer it
+    for record, result in _rerun(config, agreeing, live, on_start, ENGINES_OFF, compiled_engines=False,
+                                 cache=config.cache):
         record["engines_off_check"] = _check_of(result)
         record["message"] += "\nRerun in float32 with Paddle's compiled engines off: " + _rerun_verdict(
             result, passes="the compiled engines' fused kernels round differently from the dynamic graph, and that is "
@@ -362,14 +364,15 @@ def _rerun_verdict(result: Dict, passes: str, fails: str) -> str:
 
 def _rerun(config: RunConfig, records: Dict[str, Dict], live: LiveProcesses,
            on_start: Optional[Callable[[int, str], None]], what: str, **changes):
-    """(record, result) for each of ``records`` run again with ``changes`` to the run's config, uncached."""
+    """(record, result) for each of ``records`` run again with ``changes`` to the run's config (uncached unless
+    ``changes`` names a cache)."""
     if not records:
         return
     if on_start is not None:
         on_start(len(records), what)
     with tempfile.TemporaryDirectory(prefix="parity-recheck-") as out:
         again = replace(config, cases=[c for c in config.cases if c.id in records], out=Path(out),
-                        cache=ResultCache(enabled=False), split_units=False, **changes)
+                        split_units=False, **{"cache": ResultCache(enabled=False), **changes})
         for result in run_matrix(again, live):
             yield records[result["id"]], result
 

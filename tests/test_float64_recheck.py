@@ -96,10 +96,13 @@ def test_a_case_that_float64_clears_is_rerun_in_float32_without_the_engines(monk
     from parity.report import summary_line
 
     cases = [SimpleNamespace(id=name) for name in ("engine", "graph", "real", "slow")]
-    config = SimpleNamespace(dtype="float32", cases=cases, out=tmp_path, compiled_engines=True)
+    run_cache = ResultCache(tmp_path / "cache")
+    config = SimpleNamespace(dtype="float32", cases=cases, out=tmp_path, compiled_engines=True, cache=run_cache)
     runs = []
 
     def fake_run_matrix(again, live):
+        # float64 has nothing cached to read; the engines-off rerun's upstream side is the run's own float32 one
+        assert (again.cache is run_cache) == (again.dtype == "float32") and again.cache.enabled == (again.dtype == "float32")
         runs.append((again.dtype, again.compiled_engines, sorted(c.id for c in again.cases)))
         for case in again.cases:
             if again.dtype == "float64":
