@@ -570,7 +570,9 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
 def merge_data(parts: Sequence[Dict], command: str) -> Dict:
     """One report from several: cells, peaks and network throughputs joined (a later part's cell replaces an earlier
     one with the same key, and each cell records its part), the machine of the first part with the load before the
-    first and after the last; each part's command, commit and date are kept."""
+    first and after the last; each part's command, commit and date are kept.  A part that is itself a merge (a
+    committed ``reports/bench_*.json``) brings its own parts, so a report grows by new parts without its older
+    parts' JSON files and without losing which commit measured which row."""
     if not parts:
         raise ValueError("nothing to merge")
     first, last = parts[0], parts[-1]
@@ -578,23 +580,46 @@ def merge_data(parts: Sequence[Dict], command: str) -> Dict:
     machine["load_average_after"] = last["machine"].get("load_average_after")
     threads = list(dict.fromkeys(t for part in parts for t in part["settings"].get("threads") or []))
     machine["threads"] = threads
+    provenance: List[Tuple] = []  # (command, project, date) of every part, merged parts' own parts in their order
+    merged = {"machine": machine, "cells": {}, "peak": {}, "network_throughput": {},
+              "parity_run": next((part.get("parity_run") for part in parts if part.get("parity_run")), None)}
+    for part in parts:
+        if "cells" not in part:
+            raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
+        offset = len(provenance)
+        provenance += _parts_of(part)
+        # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
+        for key, cell in part["cells"].items():
+            merged["cells"][key] = dict(cell, part=offset + ((cell.get("part") or 1) if _is_merge(part) else 1))
+        merged["peak"].update(part.get("peak") or {})
+        merged["network_throughput"].update(part.get("network_throughput") or {})
     settings = dict(first["settings"])
     settings.update(threads=threads, command=command, shard=None,
                     models=list(dict.fromkeys(m for part in parts for m in part["settings"].get("models") or [])),
                     batches=list(dict.fromkeys(b for part in parts for b in part["settings"].get("batches") or [])),
-                    merged_commands=[part["settings"].get("command") for part in parts],
-                    merged_projects=[part["machine"].get("project") for part in parts],
-                    merged_dates=[part["machine"].get("date") for part in parts])
-    merged = {"machine": machine, "settings": settings, "cells": {}, "peak": {}, "network_throughput": {},
-              "parity_run": next((part.get("parity_run") for part in parts if part.get("parity_run")), None)}
-    for number, part in enumerate(parts, 1):
-        if "cells" not in part:
-            raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
-        # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
-        merged["cells"].update({key: dict(cell, part=number) for key, cell in part["cells"].items()})
-        merged["peak"].update(part.get("peak") or {})
-        merged["network_throughput"].update(part.get("network_throughput") or {})
+                    merged_commands=[entry[0] for entry in provenance],
+                    merged_projects=[entry[1] for entry in provenance],
+                    merged_dates=[entry[2] for entry in provenance])
+    merged["settings"] = settings
     return merged
+
+
+def _is_merge(part: Dict) -> bool:
+    return bool(part["settings"].get("merged_commands"))
+
+
+def _parts_of(part: Dict) -> List[Tuple]:
+    """(command, project, date) of each part that measured ``part``'s cells: itself, or a merge's own parts."""
+    settings = part["settings"]
+    if not _is_merge(part):
+        return [(settings.get("command"), part["machine"].get("project"), part["machine"].get("date"))]
+    commands = settings["merged_commands"]
+    projects = settings.get("merged_projects") or [None] * len(commands)
+    dates = settings.get("merged_dates") or [None] * len(commands)
+    if not len(commands) == len(projects) == len(dates):
+        raise ValueError("a merged bench JSON whose parts' commands, commits and dates do not match up; merge its "
+                         "parts again")
+    return list(zip(commands, projects, dates))
 
 
 def _merge_main(argv: List[str]) -> int:

@@ -238,6 +238,34 @@ def test_a_merge_of_parts_at_different_commits_names_each_parts_commit_and_each_
     assert f"- Project: commit `{'a' * 12}` (clean tree)" in bench_report.render_markdown(same)
 
 
+def test_a_merged_report_merged_again_keeps_its_parts_and_their_commits():
+    """A committed report grows by a new part without its older parts' JSON: each row still names its commit."""
+    first, second, third = _fake_data(), _fake_data(), _fake_data()
+    for part, letter, command in ((first, "a", "python -m parity.bench --repeat 1"),
+                                  (second, "b", "python -m parity.bench --methods gradcam"),
+                                  (third, "c", "python -m parity.bench --methods scorecam")):
+        part["machine"].update(project={"commit": letter * 40, "dirty": False}, date=f"2024-0{ord(letter) - 96}-01")
+        part["settings"]["command"] = command
+    gradcam, scorecam = bench_report.cell_key(*_cell("gradcam")), bench_report.cell_key(*_cell("scorecam"))
+    second["cells"] = {gradcam: dict(first["cells"][gradcam], ratio=0.5)}
+    third["cells"] = {scorecam: dict(first["cells"][scorecam], ratio=0.25)}
+    committed = json.loads(bench_report.render_json(bench.merge_data([first, second], "merge a b")))
+    grown = bench.merge_data([committed, third], "merge committed c")
+    assert grown["settings"]["merged_commands"] == [part["settings"]["command"] for part in (first, second, third)]
+    assert [project["commit"][0] for project in grown["settings"]["merged_projects"]] == ["a", "b", "c"]
+    assert grown["settings"]["merged_dates"] == ["2024-01-01", "2024-02-01", "2024-03-01"]
+    parts = {key: cell["part"] for key, cell in grown["cells"].items()}
+    assert parts[gradcam] == 2 and parts[scorecam] == 3
+    assert {number for key, number in parts.items() if key not in (gradcam, scorecam)} == {1}
+    text = bench_report.render_markdown(grown)
+    assert "- Project: the 3 parts were measured at different commits" in text
+    assert f"- Part 2 (commit `{'b' * 12}` (clean tree), 2024-02-01): `{second['settings']['command']}`" in text
+
+    committed["settings"]["merged_dates"] = committed["settings"]["merged_dates"][:1]
+    with pytest.raises(ValueError, match="do not match up"):
+        bench.merge_data([committed, third], "m")
+
+
 def test_set_up_counts_a_second_call_timed_apart():
     """A gradient method builds its predictor on its second call for a shape: set-up is both calls' excess."""
     run = _fake_runner({"gradcam": {"paddle": 0.2, "torch": 0.1}}, second_call_seconds=3.2)
