@@ -390,6 +390,24 @@ def test_one_call_heavy_cells_have_no_setup_and_small_negative_setup_reads_as_no
     assert args.heavy_calls == 0
 
 
+def test_scorecams_target_line_names_the_rate_it_needs_and_whether_the_machine_has_it():
+    record = {"method": "scorecam", "batch": 1, "paddle_seconds": 122.0, "torch_seconds": 200.0, "ratio": 0.61,
+              "paddle_forward_count": 1964, "flops_per_forward": 8.18e9}
+    network = {"gflops_per_second": 152.4, "path": "paddle predictor", "batch": 1}
+    line = bench_report.target_rate_line(record, {"gflops_per_second": 177.3}, network)
+    # 0.4 × 200 s = 80 s for 1964 × 8.18 GFLOP: 200.8 GFLOP/s, above both the matmul and the network's best
+    assert "1964 forwards (counted by the CAM) in 80 s would need **200.8 GFLOP/s**" in line
+    assert "113% of the measured peak (177.3 GFLOP/s), 132% of the network's best forward (152.4 GFLOP/s)" in line
+    assert "out of reach on this machine with these forwards (more than the network's best forward)" in line
+    assert "it ran at 0.61× (131.7 GFLOP/s, 86% of the network's best forward)" in line
+    within = dict(record, paddle_seconds=200.0, torch_seconds=400.0, ratio=0.5)  # 160 s: 100.4 GFLOP/s would do
+    assert "within this machine's rates, not met" in bench_report.target_rate_line(within, {"gflops_per_second": 177.3}, network)
+    met = dict(record, paddle_seconds=70.0, ratio=0.35)
+    assert "; met: it ran at 0.35×" in bench_report.target_rate_line(met, {"gflops_per_second": 177.3}, network)
+    assert bench_report.target_rate_line(dict(record, method="ablationcam"), None, None) is None
+    assert bench_report.target_rate_line(dict(record, flops_per_forward=None), None, None) is None
+
+
 def test_a_rate_above_the_peak_from_upstreams_count_is_called_out():
     record = {"method": "ablationcam", "batch": 1, "paddle_seconds": 0.2, "torch_seconds": 1.5, "torch_channels": 512,
               "flops_per_forward": 7.5e7}
