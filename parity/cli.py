@@ -571,8 +571,8 @@ def interruptible(args, out: Path, live):
 
 
 def announce_recheck(count: int, what: str) -> None:
-    why = {"float64": "to tell float32 rounding from a real difference"}.get(
-        what, "whose float64 rerun agrees, to tell the compiled engines' rounding from the dynamic graph's")
+    why = ("to tell float32 rounding from a real difference" if what == "float64" else
+           "whose float64 rerun agrees, to tell the compiled engines' rounding from the dynamic graph's")
     print(f"python -m parity: rerunning {count} failed case(s) in {what}, {why}", file=sys.stderr, flush=True)
 
 
