@@ -404,6 +404,10 @@ def test_scorecams_target_line_names_the_rate_it_needs_and_whether_the_machine_h
     assert "within this machine's rates, not met" in bench_report.target_rate_line(within, {"gflops_per_second": 177.3}, network)
     met = dict(record, paddle_seconds=70.0, ratio=0.35)
     assert "; met: it ran at 0.35×" in bench_report.target_rate_line(met, {"gflops_per_second": 177.3}, network)
+    # the limit is the network's best forward where measured, even above the matmul peak (resnet34: 215 against 175)
+    fast_network = dict(network, gflops_per_second=215.0)
+    assert "within this machine's rates, not met" in bench_report.target_rate_line(record, {"gflops_per_second": 177.3}, fast_network)
+    assert "out of reach" in bench_report.target_rate_line(record, {"gflops_per_second": 177.3}, None)
     assert bench_report.target_rate_line(dict(record, method="ablationcam"), None, None) is None
     assert bench_report.target_rate_line(dict(record, flops_per_forward=None), None, None) is None
 
@@ -415,6 +419,9 @@ def test_a_rate_above_the_peak_from_upstreams_count_is_called_out():
     assert "above the machine's peak" in paddle_line  # 513 × 0.075 GFLOP in 0.2 s = 192 GFLOP/s
     record["paddle_forward_count"] = 513  # counted: then only the peak measurement can be wrong
     assert "other work on the machine slowed the matmul" in bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, None)[0]
+    fast_network = {"gflops_per_second": 30.0, "path": "paddle predictor", "batch": 16}
+    line = bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, fast_network)[0]
+    assert "as the network's plain forward is too (30.0 GFLOP/s)" in line and "other work" not in line
     record["torch_seconds"] = 2.0  # 19 GFLOP/s, under the peak
     assert "above the machine's peak" not in bench_report.throughput_lines(record, {"gflops_per_second": 25.0}, None)[1]
 
