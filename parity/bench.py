@@ -636,7 +636,8 @@ def _merge_main(argv: List[str]) -> int:
     except (ValueError, KeyError) as error:
         parser.error(str(error))
     json_path, md_path = write_outputs(data, Path(args.out), args.name)
-    print(f"bench: merged {len(parts)} parts into {json_path} and {md_path}", file=sys.stderr)
+    print(f"bench: merged {len(parts)} file(s), {len(data['settings']['merged_commands'])} part(s), into {json_path} "
+          f"and {md_path}", file=sys.stderr)
     return 0
 
 
