@@ -164,7 +164,7 @@ def _above_peak_words(source: str, peak: Dict, network: Optional[Dict]) -> str:
     return " — above the measured peak: other work on the machine slowed the matmul (see the load average)"
 
 
-# The issue that set the bench's goals asks ScoreCAM for 0.4x upstream's time: one forward per distinct mask, so
+# Issue 22 (the bench's goals) asks ScoreCAM for 0.4x upstream's time: one forward per distinct mask, so
 # its limit is those forwards at the best rate the machine reaches.
 SCORECAM_TARGET_RATIO = 0.4
 
