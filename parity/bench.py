@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
-from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, near_parity, project_words,
+from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, merged_parts, near_parity, project_words,
                                  render_json, render_markdown, summarize, table_for_stdout)
 from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
 from parity.cli import _csv_choices, _positive_int, _shard
@@ -586,11 +586,11 @@ def merge_data(parts: Sequence[Dict], command: str) -> Dict:
     for part in parts:
         if "cells" not in part:
             raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
-        offset = len(provenance)
+        offset, is_merge = len(provenance), _is_merge(part)
         provenance += _parts_of(part)
         # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
         for key, cell in part["cells"].items():
-            merged["cells"][key] = dict(cell, part=offset + ((cell.get("part") or 1) if _is_merge(part) else 1))
+            merged["cells"][key] = dict(cell, part=offset + ((cell.get("part") or 1) if is_merge else 1))
         merged["peak"].update(part.get("peak") or {})
         merged["network_throughput"].update(part.get("network_throughput") or {})
     settings = dict(first["settings"])
@@ -613,13 +613,11 @@ def _parts_of(part: Dict) -> List[Tuple]:
     settings = part["settings"]
     if not _is_merge(part):
         return [(settings.get("command"), part["machine"].get("project"), part["machine"].get("date"))]
-    commands = settings["merged_commands"]
-    projects = settings.get("merged_projects") or [None] * len(commands)
-    dates = settings.get("merged_dates") or [None] * len(commands)
-    if not len(commands) == len(projects) == len(dates):
+    try:
+        return merged_parts(settings, strict=True)
+    except ValueError:
         raise ValueError("a merged bench JSON whose parts' commands, commits and dates do not match up; merge its "
-                         "parts again")
-    return list(zip(commands, projects, dates))
+                         "parts again") from None
 
 
 def _merge_main(argv: List[str]) -> int:

@@ -12,7 +12,8 @@ from parity.registry import METHODS
 
 __all__ = [
     "FRAMEWORKS", "NEAR_PARITY", "slower_reason_lines", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
-    "gflops_per_second", "best_forward_throughput", "throughput_lines", "target_rate_line", "render_markdown",
+    "gflops_per_second", "best_forward_throughput", "throughput_lines", "target_rate_line", "merged_parts",
+    "render_markdown",
     "render_json", "cell_key",
 ]
 
@@ -348,13 +349,19 @@ def _project_line(machine: Dict, settings: Dict) -> str:
     return f"- Project: {project_words(machine.get('project'))}"
 
 
-def _part_lines(settings: Dict) -> List[str]:
-    """One line per merged part: its command, and (when recorded) its commit and date."""
+def merged_parts(settings: Dict, strict: bool = False) -> List[Tuple]:
+    """(command, project, date) of each part of a merged report, in order; project and date None where a part did
+    not record them.  ``strict``: ValueError where the three lists' lengths differ (else the shortest decides)."""
     commands = settings.get("merged_commands") or []
     projects = settings.get("merged_projects") or [None] * len(commands)
     dates = settings.get("merged_dates") or [None] * len(commands)
+    return list(zip(commands, projects, dates, strict=strict))
+
+
+def _part_lines(settings: Dict) -> List[str]:
+    """One line per merged part: its command, and (when recorded) its commit and date."""
     lines = []
-    for i, (command, project, date) in enumerate(zip(commands, projects, dates), 1):
+    for i, (command, project, date) in enumerate(merged_parts(settings), 1):
         if not command:
             continue
         where = ", ".join(w for w in (project_words(project) if project else "", date or "") if w)
