@@ -87,9 +87,6 @@ class BaseCAM:
     # outputs) runs it in a compiled oneDNN predictor from its first call: the whole network
     # (``forward_through_engine``), or what comes before the target layer (``prefix_engine_for``).
     compiled_forward = False
-    # A method that runs the whole network many times (ScoreCAM's scores) holds a predictor of the
-    # whole network anyway; its first forward runs there too: see ``forward_through_engine``.
-    whole_network_predictor = False
 
     def __init__(
         self,
@@ -213,8 +210,9 @@ class BaseCAM:
     def forward_through_engine(self, input_tensor: paddle.Tensor) -> Optional[paddle.Tensor]:
         """The forward pass in a oneDNN predictor, for a ``compiled_forward`` method; None where it does not apply.
 
-        ScoreCAM's first pass (the predictor its scores run in), and a
-        forward-only method whose model the prefix engine cannot take.
+        A forward-only method's pass where ``prefix_engine_for`` gives no
+        engine (most weights before the target layer, or a model the prefix
+        engine cannot take); ScoreCAM's scores run in the same predictor.
         Upstream's forward-only methods spend much of their time in the
         network's forward, where dynamic-graph Paddle costs about twice
         torch's.  The predictor runs the same network (oneDNN, conv/batch-norm
@@ -256,10 +254,10 @@ class BaseCAM:
         call ``prefix_engine_on_call`` for an input shape (the second by
         default: the first runs the dynamic graph).
 
-        A ``compiled_forward`` method (EigenCAM, FEM, KPCA-CAM) builds it on
-        its first call where most of the model's weights come after the
-        target layer (a VGG's head): the rest of the forward runs in the
-        dynamic graph, where a predictor of the whole network
+        A ``compiled_forward`` method (EigenCAM, FEM, KPCA-CAM; ScoreCAM for
+        its first pass and its scores) builds it on its first call where most
+        of the model's weights come after the target layer (a VGG's head): the
+        rest of the forward runs in the dynamic graph, where a predictor of the whole network
         (``forward_through_engine``, faster elsewhere) would hold a second
         copy of those weights (``prefix_engine._rest_is_heavy``).  Float32 on
         the CPU only; checked against the dynamic graph when built.
@@ -269,7 +267,7 @@ class BaseCAM:
         if self.uses_gradients:
             return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
                                         self.engine_threads, self.prefix_engine_on_call)
-        if self.compiled_forward and self.detach and not self.whole_network_predictor:
+        if self.compiled_forward and self.detach:
             return cached_prefix_engine(self._prefix_engines, self.model, self.target_layers, input_tensor,
                                         self.engine_threads, build_on_call=1, only_for_a_heavy_rest=True)
         return None

@@ -17,7 +17,11 @@ runs the predictor, and the model's own forward in the dynamic graph with each
 of those sub-layer calls answered from the predictor's outputs instead of
 computed: the "glue" in the enclosing forwards (a residual addition, a
 reshape) still runs, and everything from the target layer on (the part the
-gradient flows through) runs as before.  The values before the target layer
+gradient flows through) runs as before.  An answered call whose value is only
+handed on to the next answered call (a block's output entering the next
+block) is not exported, so oneDNN keeps its fusions; a NaN stands in for it,
+and the check when built falls back to exporting every answered call if
+anything reads one.  The values before the target layer
 are the predictor's (oneDNN: ~1e-6 relative from the dynamic graph, as for the
 forward-only methods); every gradient op is the dynamic graph's.
 
