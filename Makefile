@@ -11,6 +11,7 @@
 #   make bench         quick timing benchmark (< 10 min on 2 cores) -> reports/bench.md
 #   make bench-all     the whole timing grid -> reports/bench_all.md, bench_zoo.md, bench_smooth.md, bench_hubs.md
 #                      (BENCH_SHARD=K/N runs one shard of it into build/bench/; make bench-merge joins them)
+#   make bench-rerun   measure the committed bench reports again at this commit, part by part (RERUN=files)
 #   make lint-workflows  actionlint on .github/workflows/*.yml
 #   make clean / distclean
 
@@ -26,7 +27,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := test
-.PHONY: install fixtures weights test test-all parity parity-f64 parity-quick bench bench-all bench-parts bench-merge lint-workflows clean distclean
+.PHONY: install fixtures weights test test-all parity parity-f64 parity-quick bench bench-all bench-parts bench-merge bench-rerun lint-workflows clean distclean
 
 install: $(STAMP)
 
@@ -107,6 +108,12 @@ bench-merge:
 
 bench-all: bench-parts
 	$(MAKE) bench-merge
+
+# After a port change: every part of the committed reports (the commands in their headers) once more, then their
+# merge in place of each report; `$(BENCH) rerun --dry-run FILES` lists the parts and what they took last time.
+RERUN ?= $(wildcard $(BENCH_REPORTS)/bench*.json)
+bench-rerun: fixtures weights
+	$(BENCH) rerun $(RERUN)
 
 lint-workflows: install
 	$(VENV)/bin/actionlint .github/workflows/*.yml

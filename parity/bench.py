@@ -19,7 +19,8 @@ FlopCounterMode), achieved GFLOP/s, against the peak and against the network's b
 Output: ``OUT/NAME.json`` (machine, versions, settings, every sample) and ``OUT/NAME.md`` (one table
 per model, batch, thread count and smoothing), both written atomically.  ``--shard K/N`` runs every
 N-th cell; ``python -m parity.bench merge A.json B.json ... --out DIR --name NAME`` joins shards or
-separate runs into one report.
+separate runs into one report; ``python -m parity.bench rerun REPORT.json ...`` measures a report again at the
+current commit, each of its parts' commands once more (see ``parity.bench_merge``).
 
 This process imports neither torch nor paddle: the workers do.  Exit status: 0 when every run
 succeeded, 1 when some run failed (its cell is reported as an error), 2 for bad arguments, 130 when
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
-from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, merged_parts, near_parity, project_words,
-                                 render_json, render_markdown, summarize, table_for_stdout)
+from parity.bench_merge import merge_data, rerun_plan
+from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, near_parity, project_words, render_json,
+                                 render_markdown, summarize, table_for_stdout)
 from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
 from parity.cli import _csv_choices, _positive_int, _shard
 from parity.outcome import error_headline
@@ -313,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_rerun_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m parity.bench rerun",
+        description="Measure bench reports again at the current commit: each report's parts (the commands its header "
+                    "lists) run once more, one after another, each writing WORK/STEM/partN.json, and their merge "
+                    "replaces OUT/STEM.json and OUT/STEM.md.  A part whose cells a later part all measured again is "
+                    "skipped.  Nothing is replaced unless every part of that report ran.")
+    parser.add_argument("reports", nargs="+", help="bench JSON files, e.g. reports/bench_zoo.json")
+    parser.add_argument("--work", default="build/bench/rerun", help="directory for the parts' own files")
+    parser.add_argument("--out", default=None, help="directory for the merged reports (default: each report's own)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list each part's command and how long its cells took when measured; run nothing")
+    return parser
+
+
 def build_merge_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m parity.bench merge",
                                      description="Join bench JSON files (shards or separate runs) into one report.")
@@ -566,60 +583,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
     return data, all_ok
 
 
-# -- merging ------------------------------------------------------------------------------
-def merge_data(parts: Sequence[Dict], command: str) -> Dict:
-    """One report from several: cells, peaks and network throughputs joined (a later part's cell replaces an earlier
-    one with the same key, and each cell records its part), the machine of the first part with the load before the
-    first and after the last; each part's command, commit and date are kept.  A part that is itself a merge (a
-    committed ``reports/bench_*.json``) brings its own parts, so a report grows by new parts without its older
-    parts' JSON files and without losing which commit measured which row."""
-    if not parts:
-        raise ValueError("nothing to merge")
-    first, last = parts[0], parts[-1]
-    machine = dict(first["machine"])
-    machine["load_average_after"] = last["machine"].get("load_average_after")
-    threads = list(dict.fromkeys(t for part in parts for t in part["settings"].get("threads") or []))
-    machine["threads"] = threads
-    provenance: List[Tuple] = []  # (command, project, date) of every part, merged parts' own parts in their order
-    merged = {"machine": machine, "cells": {}, "peak": {}, "network_throughput": {},
-              "parity_run": next((part.get("parity_run") for part in parts if part.get("parity_run")), None)}
-    for part in parts:
-        if "cells" not in part:
-            raise ValueError("a bench JSON from before cells (an older bench.json) cannot be merged; rerun it")
-        offset, is_merge = len(provenance), _is_merge(part)
-        provenance += _parts_of(part)
-        # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
-        for key, cell in part["cells"].items():
-            merged["cells"][key] = dict(cell, part=offset + ((cell.get("part") or 1) if is_merge else 1))
-        merged["peak"].update(part.get("peak") or {})
-        merged["network_throughput"].update(part.get("network_throughput") or {})
-    settings = dict(first["settings"])
-    settings.update(threads=threads, command=command, shard=None,
-                    models=list(dict.fromkeys(m for part in parts for m in part["settings"].get("models") or [])),
-                    batches=list(dict.fromkeys(b for part in parts for b in part["settings"].get("batches") or [])),
-                    merged_commands=[entry[0] for entry in provenance],
-                    merged_projects=[entry[1] for entry in provenance],
-                    merged_dates=[entry[2] for entry in provenance])
-    merged["settings"] = settings
-    return merged
-
-
-def _is_merge(part: Dict) -> bool:
-    return bool(part["settings"].get("merged_commands"))
-
-
-def _parts_of(part: Dict) -> List[Tuple]:
-    """(command, project, date) of each part that measured ``part``'s cells: itself, or a merge's own parts."""
-    settings = part["settings"]
-    if not _is_merge(part):
-        return [(settings.get("command"), part["machine"].get("project"), part["machine"].get("date"))]
-    try:
-        return merged_parts(settings, strict=True)
-    except ValueError:
-        raise ValueError("a merged bench JSON whose parts' commands, commits and dates do not match up; merge its "
-                         "parts again") from None
-
-
+# -- merging and measuring again --------------------------------------------------------
 def _merge_main(argv: List[str]) -> int:
     parser = build_merge_parser()
     args = parser.parse_args(argv)
@@ -637,6 +601,57 @@ def _merge_main(argv: List[str]) -> int:
     print(f"bench: merged {len(parts)} file(s), {len(data['settings']['merged_commands'])} part(s), into {json_path} "
           f"and {md_path}", file=sys.stderr)
     return 0
+
+
+def _run_part(arguments: List[str]) -> int:
+    """One part in a process of its own, from the checkout's root (a part's recorded paths are relative to it)."""
+    return subprocess.call([sys.executable, "-m", "parity.bench", *arguments], cwd=REPO_ROOT)
+
+
+def _rerun_main(argv: List[str], run_part: Callable[[List[str]], int] = _run_part) -> int:
+    parser = build_rerun_parser()
+    args = parser.parse_args(argv)
+    plans = []
+    for name in args.reports:
+        path = Path(name)
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            plans.append((path, rerun_plan(report)))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"cannot plan {name} again: {error}")
+    total = 0.0
+    for path, plan in plans:
+        for step in plan:
+            if step.arguments is None:
+                print(f"{path.stem} part {step.part}: skipped, a later part measured all its cells again",
+                      file=sys.stderr)
+                continue
+            total += step.seconds_shown
+            print(f"{path.stem} part {step.part}: {step.cells_shown} cell(s), {step.seconds_shown / 60:.1f} min of "
+                  f"workers when measured: {step.command}", file=sys.stderr)
+    print(f"bench rerun: {len(plans)} report(s), about {total / 60:.0f} min of workers (what their cells took; "
+          "throughput lines and replaced cells come on top)", file=sys.stderr)
+    if args.dry_run:
+        return 0
+    status = 0
+    for path, plan in plans:
+        work = Path(args.work).resolve() / path.stem  # the parts run from the checkout's root, this may not
+        outputs = []
+        for step in plan:
+            if step.arguments is None:
+                continue
+            arguments = step.arguments + ["--out", str(work), "--name", f"part{step.part}"]
+            code = run_part(arguments)
+            if code not in (0, 1):  # 1: a cell failed, and its part says so; anything else: the part broke
+                print(f"bench rerun: {path.stem} part {step.part} ended with status {code}; {path.stem} left as it "
+                      "was", file=sys.stderr)
+                return code
+            status = max(status, code)
+            outputs.append(json.loads((work / f"part{step.part}.json").read_text(encoding="utf-8")))
+        data = merge_data(outputs, _command(["rerun", *argv]))
+        json_path, md_path = write_outputs(data, Path(args.out) if args.out else path.parent, path.stem)
+        print(f"bench rerun: {len(outputs)} part(s) measured again into {json_path} and {md_path}", file=sys.stderr)
+    return status
 
 
 def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Path]:
@@ -668,6 +683,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
         return _merge_main(argv[1:])
+    if argv[:1] == ["rerun"]:
+        return _rerun_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from paddle_impl.errors import UserError

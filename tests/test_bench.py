@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench, bench_report
+from parity import bench, bench_merge, bench_report
 from parity.registry import METHODS, SEED_METHODS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,6 +264,80 @@ def test_a_merged_report_merged_again_keeps_its_parts_and_their_commits():
     committed["settings"]["merged_dates"] = committed["settings"]["merged_dates"][:1]
     with pytest.raises(ValueError, match="do not match up"):
         bench.merge_data([committed, third], "m")
+
+
+def _three_part_report():
+    """A committed report of three parts; the second measured only what the third measured again."""
+    first, second, third = _fake_data(), _fake_data(), _fake_data()
+    gradcam, scorecam = bench_report.cell_key(*_cell("gradcam")), bench_report.cell_key(*_cell("scorecam"))
+    commands = ("python -m parity.bench --repeat 1 --out build/bench/s1 --name light",
+                "python -m parity.bench --methods gradcam --out=build/bench/s2 --name=again",
+                "python -m parity.bench --methods gradcam --calls 3 --out build/bench/s3 --name 'third part'")
+    for part, command in zip((first, second, third), commands):
+        part["settings"]["command"] = command
+    second["cells"] = {gradcam: dict(first["cells"][gradcam], ratio=0.5)}
+    third["cells"] = {gradcam: dict(first["cells"][gradcam], ratio=0.25)}
+    return json.loads(bench_report.render_json(bench.merge_data([first, second, third], "merge"))), gradcam, scorecam
+
+
+def test_a_rerun_plan_runs_each_part_again_less_its_outputs_and_skips_a_part_with_nothing_left():
+    report, _, _ = _three_part_report()
+    plan = bench_merge.rerun_plan(report)
+    assert [step.part for step in plan] == [1, 2, 3]
+    assert plan[0].arguments == ["--repeat", "1"] and plan[0].cells_shown == 2  # scorecam, eigencam
+    assert plan[1].arguments is None and plan[1].cells_shown == 0  # the third part measured its one cell again
+    assert plan[2].arguments == ["--methods", "gradcam", "--calls", "3"] and plan[2].cells_shown == 1
+    assert plan[0].seconds_shown == pytest.approx(2 * 9.0 + 9.0 + 3.0)  # the workers' wall times of its two cells
+    report["settings"]["merged_commands"][0] = "python -m parity.bench merge a.json b.json"
+    with pytest.raises(ValueError, match="part 1's command is not a bench run"):
+        bench_merge.rerun_plan(report)
+
+
+def test_rerun_measures_each_part_again_and_replaces_the_report_with_their_merge(tmp_path, capsys):
+    report, gradcam, _ = _three_part_report()
+    path = tmp_path / "reports" / "bench_x.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(report))
+    calls = []
+
+    def run_part(arguments):
+        calls.append(arguments)
+        out, name = arguments[arguments.index("--out") + 1], arguments[arguments.index("--name") + 1]
+        part = _fake_data()
+        part["settings"]["command"] = "python -m parity.bench " + " ".join(arguments)
+        part["machine"]["project"] = {"commit": "f" * 40, "dirty": False}
+        if "gradcam" in arguments:
+            part["cells"] = {gradcam: dict(part["cells"][gradcam], ratio=0.125)}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{name}.json").write_text(bench_report.render_json(part))
+        return 0
+
+    argv = [str(path), "--work", str(tmp_path / "work")]
+    assert bench._rerun_main(argv + ["--dry-run"], run_part) == 0 and calls == []
+    assert "bench_x part 2: skipped" in capsys.readouterr().err
+    assert bench._rerun_main(argv, run_part) == 0
+    assert [call[-2:] for call in calls] == [["--name", "part1"], ["--name", "part3"]]
+    assert calls[1][:4] == ["--methods", "gradcam", "--calls", "3"]
+    again = json.loads(path.read_text())
+    assert [project["commit"] for project in again["settings"]["merged_projects"]] == ["f" * 40] * 2
+    assert again["cells"][gradcam]["ratio"] == 0.125 and again["cells"][gradcam]["part"] == 2
+    assert again["settings"]["command"].startswith("python -m parity.bench rerun ")
+    assert (tmp_path / "reports" / "bench_x.md").exists()
+
+
+def test_a_rerun_whose_part_breaks_leaves_the_report_as_it_was(tmp_path):
+    report, _, _ = _three_part_report()
+    path = tmp_path / "bench_x.json"
+    path.write_text(json.dumps(report))
+    before = path.read_text()
+    assert bench._rerun_main([str(path), "--work", str(tmp_path / "work")], lambda arguments: 2) == 2
+    assert path.read_text() == before and not (tmp_path / "bench_x.md").exists()
+
+
+def test_rerun_of_an_unreadable_report_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["rerun", str(tmp_path / "missing.json")])
+    assert exit_info.value.code == 2 and "cannot plan" in capsys.readouterr().err
 
 
 def test_set_up_counts_a_second_call_timed_apart():
