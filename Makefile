@@ -11,7 +11,8 @@
 #   make bench         quick timing benchmark (< 10 min on 2 cores) -> reports/bench.md
 #   make bench-all     the whole timing grid -> reports/bench_all.md, bench_zoo.md, bench_smooth.md, bench_hubs.md
 #                      (BENCH_SHARD=K/N runs one shard of it into build/bench/; make bench-merge joins them)
-#   make bench-rerun   measure the committed bench reports again at this commit, part by part (RERUN=files)
+#   make bench-rerun   measure the committed bench reports again at this commit, part by part (RERUN=files;
+#                      PARTS=3,5 with one file: only those parts, the others keep their cells and commits)
 #   make lint-workflows  actionlint on .github/workflows/*.yml
 #   make clean / distclean
 
@@ -113,7 +114,7 @@ bench-all: bench-parts
 # merge in place of each report; `$(BENCH) rerun --dry-run FILES` lists the parts and what they took last time.
 RERUN ?= $(wildcard $(BENCH_REPORTS)/bench*.json)
 bench-rerun: fixtures weights
-	$(BENCH) rerun $(RERUN)
+	$(BENCH) rerun $(RERUN) $(if $(PARTS),--parts $(PARTS))
 
 lint-workflows: install
 	$(VENV)/bin/actionlint .github/workflows/*.yml

@@ -20,7 +20,8 @@ Output: ``OUT/NAME.json`` (machine, versions, settings, every sample) and ``OUT/
 per model, batch, thread count and smoothing), both written atomically.  ``--shard K/N`` runs every
 N-th cell; ``python -m parity.bench merge A.json B.json ... --out DIR --name NAME`` joins shards or
 separate runs into one report; ``python -m parity.bench rerun REPORT.json ...`` measures a report again at the
-current commit, each of its parts' commands once more (see ``parity.bench_merge``).
+current commit, each of its parts' commands once more (see ``parity.bench_merge``); ``python -m parity.bench render
+REPORT.json ...`` writes a report's markdown again from its JSON.
 
 This process imports neither torch nor paddle: the workers do.  Exit status: 0 when every run
 succeeded, 1 when some run failed (its cell is reported as an error), 2 for bad arguments, 130 when
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
-from parity.bench_merge import merge_data, rerun_plan
+from parity.bench_merge import merge_data, rerun_plan, without_unshown_parts
 from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, near_parity, project_words, render_json,
                                  render_markdown, summarize, table_for_stdout)
 from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
@@ -325,6 +326,11 @@ def build_rerun_parser() -> argparse.ArgumentParser:
     parser.add_argument("reports", nargs="+", help="bench JSON files, e.g. reports/bench_zoo.json")
     parser.add_argument("--work", default="build/bench/rerun", help="directory for the parts' own files")
     parser.add_argument("--out", default=None, help="directory for the merged reports (default: each report's own)")
+    parser.add_argument("--parts", default=None, metavar="N[,N...]",
+                        help="measure only these parts of one report (numbered as its header's \"Part N\" lines); "
+                             "the other parts keep their cells and commits, and a part whose cells are all measured "
+                             "again leaves the header.  A report stays STALE while a part it shows is older than the "
+                             "port, so a long report can be measured again over several sessions")
     parser.add_argument("--dry-run", action="store_true",
                         help="list each part's command and how long its cells took when measured; run nothing")
     return parser
@@ -584,6 +590,24 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Dict, bool
 
 
 # -- merging and measuring again --------------------------------------------------------
+def _render_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m parity.bench render",
+        description="Write each bench JSON's markdown again beside it (STEM.md), from the JSON alone: after a change "
+                    "to how reports read, nothing is measured again and the numbers stay those of their commits.")
+    parser.add_argument("reports", nargs="+", help="bench JSON files, e.g. reports/bench_zoo.json")
+    args = parser.parse_args(argv)
+    texts = []
+    for name in args.reports:
+        try:
+            texts.append((Path(name), render_markdown(json.loads(Path(name).read_text(encoding="utf-8")))))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"cannot render {name}: {error}")
+    for path, text in texts:  # every file read and rendered first: a bad one leaves all as they were
+        print(f"bench: {write_text(path.with_suffix('.md'), text)}", file=sys.stderr)
+    return 0
+
+
 def _merge_main(argv: List[str]) -> int:
     parser = build_merge_parser()
     args = parser.parse_args(argv)
@@ -611,17 +635,23 @@ def _run_part(arguments: List[str]) -> int:
 def _rerun_main(argv: List[str], run_part: Callable[[List[str]], int] = _run_part) -> int:
     parser = build_rerun_parser()
     args = parser.parse_args(argv)
-    plans = []
+    plans, report_of = [], {}
     for name in args.reports:
         path = Path(name)
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-            plans.append((path, rerun_plan(report)))
+            report_of[path] = json.loads(path.read_text(encoding="utf-8"))
+            plans.append((path, rerun_plan(report_of[path])))
         except (OSError, ValueError, KeyError, TypeError) as error:
             parser.error(f"cannot plan {name} again: {error}")
+    chosen = _chosen_parts(parser, args, plans)
+    if chosen is not None:
+        plans = [(path, [step if step.part in chosen else step._replace(arguments=None) for step in plan])
+                 for path, plan in plans]
     total = 0.0
     for path, plan in plans:
         for step in plan:
+            if step.arguments is None and chosen is not None:
+                continue
             if step.arguments is None:
                 print(f"{path.stem} part {step.part}: skipped, a later part measured all its cells again",
                       file=sys.stderr)
@@ -647,11 +677,41 @@ def _rerun_main(argv: List[str], run_part: Callable[[List[str]], int] = _run_par
                       "was", file=sys.stderr)
                 return code
             status = max(status, code)
-            outputs.append(json.loads((work / f"part{step.part}.json").read_text(encoding="utf-8")))
-        data = merge_data(outputs, _command(["rerun", *argv]))
+            output = json.loads((work / f"part{step.part}.json").read_text(encoding="utf-8"))
+            outputs.append(output if chosen is None else _only_cells_shown_of(output, report_of[path], step.part))
+        measured = len(outputs)
+        if chosen is not None:  # the report's other parts stay, with their cells and commits
+            outputs.insert(0, report_of[path])
+        data = without_unshown_parts(merge_data(outputs, _command(["rerun", *argv])))
         json_path, md_path = write_outputs(data, Path(args.out) if args.out else path.parent, path.stem)
-        print(f"bench rerun: {len(outputs)} part(s) measured again into {json_path} and {md_path}", file=sys.stderr)
+        print(f"bench rerun: {measured} part(s) measured again into {json_path} and {md_path}", file=sys.stderr)
     return status
+
+
+def _only_cells_shown_of(output: Dict, report: Dict, part: int) -> Dict:
+    """``output`` (part ``part`` measured again) less the cells that a later part of ``report`` measured again:
+    the later part's measurement of such a cell (more samples, set-up apart) is the one the report keeps."""
+    cells = {key: cell for key, cell in output["cells"].items()
+             if (report["cells"].get(key) or {}).get("part", 1) == part}
+    return dict(output, cells=cells)
+
+
+def _chosen_parts(parser: argparse.ArgumentParser, args: argparse.Namespace, plans: List) -> Optional[set]:
+    """The part numbers ``--parts`` names (None: every part), each one that this report still shows."""
+    if args.parts is None:
+        return None
+    if len(plans) != 1:
+        parser.error("--parts measures parts of one report; name one")
+    try:
+        chosen = {int(word) for word in args.parts.split(",")}
+    except ValueError:
+        parser.error(f"--parts takes part numbers separated by commas, not {args.parts!r}")
+    runnable = {step.part for step in plans[0][1] if step.arguments is not None}
+    missing = sorted(chosen - runnable)
+    if missing:
+        parser.error(f"{plans[0][0].name} has no part {missing[0]} whose cells it still shows; its parts: "
+                     + ", ".join(map(str, sorted(runnable))))
+    return chosen
 
 
 def write_outputs(data: Dict, out: Path, name: str = "bench") -> Tuple[Path, Path]:
@@ -685,6 +745,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _merge_main(argv[1:])
     if argv[:1] == ["rerun"]:
         return _rerun_main(argv[1:])
+    if argv[:1] == ["render"]:
+        return _render_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from paddle_impl.errors import UserError

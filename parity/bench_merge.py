@@ -12,7 +12,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from parity.bench_report import merged_parts
 
-__all__ = ["merge_data", "RerunStep", "rerun_plan", "BENCH_PREFIX"]
+__all__ = ["merge_data", "without_unshown_parts", "RerunStep", "rerun_plan", "BENCH_PREFIX"]
 
 BENCH_PREFIX = ["python", "-m", "parity.bench"]
 # options of a part's command that say where its files go: a rerun writes elsewhere
@@ -54,6 +54,21 @@ def merge_data(parts: Sequence[Dict], command: str) -> Dict:
                     merged_dates=[entry[2] for entry in provenance])
     merged["settings"] = settings
     return merged
+
+
+def without_unshown_parts(merged: Dict) -> Dict:
+    """``merged`` less the parts none of whose cells it still shows (a later part measured them all again), the
+    others numbered anew in their order: what a report shows is what decides how stale it is, so a part that
+    measured nothing it shows is no longer its provenance."""
+    settings = merged["settings"]
+    shown = sorted({cell.get("part") or 1 for cell in merged["cells"].values()})
+    if shown == list(range(1, len(settings.get("merged_commands") or []) + 1)):
+        return merged
+    number = {old: new for new, old in enumerate(shown, 1)}
+    cells = {key: dict(cell, part=number[cell.get("part") or 1]) for key, cell in merged["cells"].items()}
+    kept = {name: [settings[name][old - 1] for old in shown]
+            for name in ("merged_commands", "merged_projects", "merged_dates")}
+    return dict(merged, cells=cells, settings=dict(settings, **kept))
 
 
 def _is_merge(part: Dict) -> bool:

@@ -13,7 +13,7 @@ from parity.registry import METHODS
 __all__ = [
     "FRAMEWORKS", "NEAR_PARITY", "slower_reason_lines", "median", "ratio", "near_parity", "ratio_text", "summarize", "forwards_run",
     "gflops_per_second", "best_forward_throughput", "throughput_lines", "target_rate_line", "merged_parts",
-    "render_markdown",
+    "render_markdown", "summary_lines",
     "render_json", "cell_key",
 ]
 
@@ -282,9 +282,12 @@ def ratio_text(value: Optional[float]) -> str:
     """The ratio with its colour: 🟢 when the port is as fast or faster, 🔴 when it is slower."""
     if value is None:
         return "—"
+    return ("🟢 " if value <= 1.0 else "🔴 ") + _ratio_number(value)
+
+
+def _ratio_number(value: float) -> str:
     # two decimals would print AblationCAM's 0.0077 as 0.01
-    number = f"{value:.2g}×" if value < 0.1 else f"{value:.2f}×"
-    return ("🟢 " if value <= 1.0 else "🔴 ") + number
+    return f"{value:.2g}×" if value < 0.1 else f"{value:.2f}×"
 
 
 def _memory(record: Dict, framework: str) -> str:
@@ -393,6 +396,58 @@ def _groups(cells: Dict[str, Dict]) -> Dict[Tuple, List[Dict]]:
     return groups
 
 
+def _table_title(model: str, batch: int, thread_count: int, smooth: str) -> str:
+    return (f"{model} · batch {batch} · {thread_count} thread{'s' if thread_count != 1 else ''} · "
+            f"{SMOOTH_WORDS.get(smooth, smooth)}")
+
+
+def _ratio_range(records: Sequence[Dict]) -> str:
+    values = [record["ratio"] for record in records if record.get("ratio") is not None]
+    if not values:
+        return "—"
+    low, high = min(values), max(values)  # coloured by the slowest cell
+    return ratio_text(high) if low == high else f"{ratio_text(high)[:2]}{_ratio_number(low)}–{_ratio_number(high)}"
+
+
+def _slower(record: Dict) -> bool:
+    return (record.get("ratio") or 0.0) > 1.0
+
+
+def _heavier(record: Dict) -> bool:
+    paddle, torch = record.get("paddle_peak_rss_mb"), record.get("torch_peak_rss_mb")
+    return paddle is not None and torch is not None and paddle > torch
+
+
+def _names(records: Sequence[Dict]) -> str:
+    return ", ".join(record["method"] for record in records) or "none"
+
+
+def summary_lines(cells: Dict[str, Dict]) -> List[str]:
+    """One row per table: its ratios (light methods and ScoreCAM/AblationCAM apart), the cells slower than upstream,
+    and those where Paddle's peak memory is above torch's, so that a reviewer sees the whole report on one screen
+    before its tables."""
+    records = list(cells.values())
+    slower, heavier = sum(map(_slower, records)), sum(map(_heavier, records))
+    missing = sum(record.get("ratio") is None for record in records)
+    verdict = (f"{len(records)} cells: "
+               + (f"{slower} slower than upstream" if slower else "every one at or below upstream's time")
+               + (f", {missing} without a ratio (a side failed)" if missing else "")
+               + "; Paddle's peak memory "
+               + (f"above torch's in {heavier}" if heavier else "below torch's in every one") + ".")
+    lines = ["", "## Summary", "", verdict, "",
+             "| table | cells | light methods | ScoreCAM, AblationCAM | slower than upstream | Paddle's peak above "
+             "torch's |", "|---|---:|---|---|---|---|"]
+    for (model, batch, thread_count, smooth), group in _groups(cells).items():
+        light = [record for record in group if not record.get("heavy")]
+        heavy_text = ", ".join(f"{record['method']} {ratio_text(record.get('ratio'))}"
+                               for record in group if record.get("heavy")) or "—"
+        lines.append(
+            f"| {_table_title(model, batch, thread_count, smooth)} | {len(group)} | "
+            f"{_ratio_range(light) if light else '—'} | {heavy_text} | "
+            f"{_names([r for r in group if _slower(r)])} | {_names([r for r in group if _heavier(r)])} |")
+    return lines
+
+
 def render_markdown(data: Dict) -> str:
     """``NAME.md`` from the dict that is also written as ``NAME.json``."""
     machine, settings = data["machine"], data["settings"]
@@ -414,6 +469,7 @@ def render_markdown(data: Dict) -> str:
         "ResNet50 at `layer4`, every other model at its default target layer",
         f"- Command: `{settings['command']}`",
         *_part_lines(settings),
+        *summary_lines(data["cells"]),
         "",
         "Each framework ran in its own fresh process, alternately (paddle, torch, paddle, torch, …), with the "
         f"thread count of its table ({', '.join(map(str, threads))}; `torch.set_num_threads` / Paddle's `set_num_threads` "
@@ -439,8 +495,7 @@ def render_markdown(data: Dict) -> str:
     peaks = {int(k): v for k, v in (data.get("peak") or {}).items()}
     networks = data.get("network_throughput") or {}
     for (model, batch, thread_count, smooth), records in _groups(data["cells"]).items():
-        lines += ["", f"## {model} · batch {batch} · {thread_count} thread{'s' if thread_count != 1 else ''} · "
-                  f"{SMOOTH_WORDS.get(smooth, smooth)}", "",
+        lines += ["", f"## {_table_title(model, batch, thread_count, smooth)}", "",
                   "| method | paddle s/call | torch s/call | paddle/torch | paddle set-up s | torch set-up s "
                   "| paddle peak MiB | torch peak MiB | samples |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]

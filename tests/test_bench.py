@@ -238,6 +238,40 @@ def test_a_merge_of_parts_at_different_commits_names_each_parts_commit_and_each_
     assert f"- Project: commit `{'a' * 12}` (clean tree)" in bench_report.render_markdown(same)
 
 
+def test_the_summary_names_each_table_s_ratios_the_slower_cells_and_the_heavier_peaks():
+    """Before the tables, one row per table: a slower cell, a failed one and a peak above torch's are named there."""
+    data = _fake_data()
+    text = bench_report.render_markdown(data)
+    assert text.index("## Summary") < text.index("## resnet50 · batch 1")
+    assert ("3 cells: 1 slower than upstream, 1 without a ratio (a side failed); Paddle's peak memory above torch's "
+            "in 1.") in text
+    (row,) = _rows(text, "## Summary")[1:]
+    assert row == ["resnet50 · batch 1 · 2 threads · no smoothing", "3", "🔴 2.00×", "scorecam 🟢 0.50×", "gradcam",
+                   "scorecam"]
+    gradcam = data["cells"][bench_report.cell_key(*_cell("gradcam"))]
+    gradcam["paddle_seconds"], gradcam["ratio"] = 0.05, 0.5
+    data["cells"][bench_report.cell_key(*_cell("eigencam"))].update(ratio=0.0625)
+    data["cells"][bench_report.cell_key(*_cell("scorecam"))]["paddle_peak_rss_mb"] = 100.0
+    text = bench_report.render_markdown(data)
+    assert "3 cells: every one at or below upstream's time; Paddle's peak memory below torch's in every one." in text
+    (row,) = _rows(text, "## Summary")[1:]
+    assert row[2:] == ["🟢 0.062×–0.50×", "scorecam 🟢 0.50×", "none", "none"]
+
+
+def test_render_writes_a_report_s_markdown_again_from_its_json_alone(tmp_path, capsys):
+    data = _fake_data()
+    good, bad = tmp_path / "bench_x.json", tmp_path / "bench_y.json"
+    good.write_text(bench_report.render_json(data))
+    assert bench.main(["render", str(good)]) == 0
+    assert (tmp_path / "bench_x.md").read_text() == bench_report.render_markdown(data)
+    (tmp_path / "bench_x.md").unlink()
+    bad.write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["render", str(good), str(bad)])
+    assert exit_info.value.code == 2 and "cannot render" in capsys.readouterr().err
+    assert not (tmp_path / "bench_x.md").exists() and not (tmp_path / "bench_y.md").exists()
+
+
 def test_a_merged_report_merged_again_keeps_its_parts_and_their_commits():
     """A committed report grows by a new part without its older parts' JSON: each row still names its commit."""
     first, second, third = _fake_data(), _fake_data(), _fake_data()
@@ -323,6 +357,62 @@ def test_rerun_measures_each_part_again_and_replaces_the_report_with_their_merge
     assert again["cells"][gradcam]["ratio"] == 0.125 and again["cells"][gradcam]["part"] == 2
     assert again["settings"]["command"].startswith("python -m parity.bench rerun ")
     assert (tmp_path / "reports" / "bench_x.md").exists()
+
+
+def _write_a_fake_part(arguments, ratio=0.125):
+    """What ``run_part`` would leave: a part at commit f..f measuring every fake cell, at ``ratio``."""
+    out, name = arguments[arguments.index("--out") + 1], arguments[arguments.index("--name") + 1]
+    part = _fake_data()
+    part["settings"]["command"] = "python -m parity.bench " + " ".join(arguments)
+    part["machine"]["project"] = {"commit": "f" * 40, "dirty": False}
+    for cell in part["cells"].values():
+        cell["ratio"] = ratio
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"{name}.json").write_text(bench_report.render_json(part))
+
+
+def test_a_rerun_of_some_parts_keeps_the_others_and_drops_the_parts_it_no_longer_shows(tmp_path, capsys):
+    """Part 1 measured again: its cells come from the new run, except the one part 3 measured again after it, which
+    keeps part 3's measurement; the old part 1 (every cell replaced) and part 2 (nothing shown) leave the header."""
+    report, gradcam, scorecam = _three_part_report()
+    old_commit = report["settings"]["merged_projects"][2]
+    path = tmp_path / "bench_x.json"
+    path.write_text(json.dumps(report))
+    calls = []
+
+    def run_part(arguments):
+        calls.append(arguments)
+        _write_a_fake_part(arguments)
+        return 0
+
+    argv = [str(path), "--work", str(tmp_path / "work"), "--parts", "1"]
+    assert bench._rerun_main(argv + ["--dry-run"], run_part) == 0 and calls == []
+    planned = capsys.readouterr().err
+    assert "bench_x part 1: 2 cell(s)" in planned and "part 2" not in planned and "part 3" not in planned
+    assert bench._rerun_main(argv, run_part) == 0
+    assert calls == [["--repeat", "1", "--out", str(tmp_path / "work" / "bench_x"), "--name", "part1"]]
+    again = json.loads(path.read_text())
+    assert again["settings"]["merged_commands"] == [report["settings"]["merged_commands"][2],
+                                                    "python -m parity.bench " + " ".join(calls[0])]
+    assert again["settings"]["merged_projects"] == [old_commit, {"commit": "f" * 40, "dirty": False}]
+    assert (again["cells"][gradcam]["ratio"], again["cells"][gradcam]["part"]) == (0.25, 1)
+    assert (again["cells"][scorecam]["ratio"], again["cells"][scorecam]["part"]) == (0.125, 2)
+    assert sorted(cell["part"] for cell in again["cells"].values()) == [1, 2, 2]
+    assert "- Part 3" not in (tmp_path / "bench_x.md").read_text()
+
+
+@pytest.mark.parametrize("parts, two_reports, message", [
+    ("2", False, "has no part 2 whose cells it still shows; its parts: 1, 3"),
+    ("1,x", False, "--parts takes part numbers"),
+    ("1", True, "--parts measures parts of one report"),
+])
+def test_a_rerun_of_parts_it_cannot_measure_exits_2(tmp_path, capsys, parts, two_reports, message):
+    report, _, _ = _three_part_report()
+    path = tmp_path / "bench_x.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["rerun", str(path)] + [str(path)] * two_reports + ["--parts", parts, "--dry-run"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_a_rerun_whose_part_breaks_leaves_the_report_as_it_was(tmp_path):
