@@ -396,6 +396,10 @@ def _groups(cells: Dict[str, Dict]) -> Dict[Tuple, List[Dict]]:
     return groups
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def _table_title(model: str, batch: int, thread_count: int, smooth: str) -> str:
     return (f"{model} · batch {batch} · {thread_count} thread{'s' if thread_count != 1 else ''} · "
             f"{SMOOTH_WORDS.get(smooth, smooth)}")
@@ -482,9 +486,9 @@ def render_markdown(data: Dict) -> str:
         "the sample" + ("; those are the first part's settings, each part's own are in its command above, "
                         "and a row's samples column counts its own" if settings.get("merged_commands") else "") + "). "
         "**s/call** is the median of those later calls over all processes, with min–max in brackets "
-        f"({settings['repeat']} processes per framework for the light methods, {settings['heavy_repeat']} for ScoreCAM "
+        f"({_count(settings['repeat'], 'process', 'processes')} per framework for the light methods, {settings['heavy_repeat']} for ScoreCAM "
         "and AblationCAM; a cell whose ratio came out within ±5% of 1.0× got "
-        f"{settings.get('remeasure_pairs', 0)} more pairs before it counted). **set-up s** is the median first call "
+        f"{_count(settings.get('remeasure_pairs', 0), 'more pair', 'more pairs')} before it counted). **set-up s** is the median first call "
         + ("(plus the median second, where timed apart) less as many median later calls" if second_timed
            else "less the median later call")
         + ": one-time costs such as building Paddle's inference predictors or creating oneDNN "
