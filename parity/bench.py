@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from paddle_impl.atomic import write_text
-from parity.bench_merge import merge_data, rerun_plan, without_unshown_parts
+from parity.bench_merge import merge_data, part_of, rerun_plan, without_unshown_parts
 from parity.bench_report import (FRAMEWORKS, best_forward_throughput, cell_key, near_parity, project_words, render_json,
                                  render_markdown, summarize, table_for_stdout)
 from parity.bench_worker import PEAK_MATMUL_SIZE, BenchJob
@@ -692,7 +692,7 @@ def _only_cells_shown_of(output: Dict, report: Dict, part: int) -> Dict:
     """``output`` (part ``part`` measured again) less the cells that a later part of ``report`` measured again:
     the later part's measurement of such a cell (more samples, set-up apart) is the one the report keeps."""
     cells = {key: cell for key, cell in output["cells"].items()
-             if (report["cells"].get(key) or {}).get("part", 1) == part}
+             if key in report["cells"] and part_of(report["cells"][key]) == part}
     return dict(output, cells=cells)
 
 

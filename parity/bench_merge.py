@@ -12,11 +12,16 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from parity.bench_report import merged_parts
 
-__all__ = ["merge_data", "without_unshown_parts", "RerunStep", "rerun_plan", "BENCH_PREFIX"]
+__all__ = ["merge_data", "part_of", "without_unshown_parts", "RerunStep", "rerun_plan", "BENCH_PREFIX"]
 
 BENCH_PREFIX = ["python", "-m", "parity.bench"]
 # options of a part's command that say where its files go: a rerun writes elsewhere
 _OUTPUT_OPTIONS = ("--out", "--name")
+
+
+def part_of(cell: Dict) -> int:
+    """The part that measured ``cell`` (1-based; a cell of an unmerged run has none recorded: its run's one part)."""
+    return cell.get("part") or 1
 
 
 def merge_data(parts: Sequence[Dict], command: str) -> Dict:
@@ -42,7 +47,7 @@ def merge_data(parts: Sequence[Dict], command: str) -> Dict:
         provenance += _parts_of(part)
         # each cell remembers its part, so a table that mixes parts (a later one re-measured some cells) says so
         for key, cell in part["cells"].items():
-            merged["cells"][key] = dict(cell, part=offset + ((cell.get("part") or 1) if is_merge else 1))
+            merged["cells"][key] = dict(cell, part=offset + (part_of(cell) if is_merge else 1))
         merged["peak"].update(part.get("peak") or {})
         merged["network_throughput"].update(part.get("network_throughput") or {})
     settings = dict(first["settings"])
@@ -61,11 +66,11 @@ def without_unshown_parts(merged: Dict) -> Dict:
     others numbered anew in their order: what a report shows is what decides how stale it is, so a part that
     measured nothing it shows is no longer its provenance."""
     settings = merged["settings"]
-    shown = sorted({cell.get("part") or 1 for cell in merged["cells"].values()})
+    shown = sorted({part_of(cell) for cell in merged["cells"].values()})
     if shown == list(range(1, len(settings.get("merged_commands") or []) + 1)):
         return merged
     number = {old: new for new, old in enumerate(shown, 1)}
-    cells = {key: dict(cell, part=number[cell.get("part") or 1]) for key, cell in merged["cells"].items()}
+    cells = {key: dict(cell, part=number[part_of(cell)]) for key, cell in merged["cells"].items()}
     kept = {name: [settings[name][old - 1] for old in shown]
             for name in ("merged_commands", "merged_projects", "merged_dates")}
     return dict(merged, cells=cells, settings=dict(settings, **kept))
@@ -104,7 +109,7 @@ def rerun_plan(report: Dict) -> List[RerunStep]:
     parts = [entry[0] for entry in _parts_of(report)]
     shown = {i: [0, 0.0] for i in range(1, len(parts) + 1)}
     for cell in report["cells"].values():
-        part = cell.get("part") or 1
+        part = part_of(cell)
         if part in shown:
             shown[part][0] += 1
             shown[part][1] += sum(cell.get("paddle_wall_seconds") or []) + sum(cell.get("torch_wall_seconds") or [])
